@@ -1,0 +1,105 @@
+"""Files that are never half-written, and the bit-packed mask format.
+
+Everything is written to a temporary name in the target directory and renamed, so a process
+killed at any moment leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import TicketError
+
+MASK_FORMAT = "hf_tickets.masks"
+_FINGERPRINT_PREFIX = "__fingerprint__."
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename the result onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.reshape(-1).numpy()))
+
+
+def unpack_mask(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    numel = math.prod(shape)
+    bits = np.unpackbits(packed.numpy(), count=numel).astype(bool)
+    return torch.from_numpy(bits).reshape(shape)
+
+
+def save_packed_masks(path: Path, masks: dict[str, torch.Tensor], fingerprint: dict[str, torch.Tensor]) -> None:
+    tensors = {name: pack_mask(mask) for name, mask in masks.items()}
+    tensors.update({_FINGERPRINT_PREFIX + name: values.contiguous() for name, values in fingerprint.items()})
+    metadata = {
+        "format": MASK_FORMAT,
+        "shapes": json.dumps({name: list(mask.shape) for name, mask in masks.items()}),
+        "pruned": json.dumps({name: mask.numel() - int(torch.count_nonzero(mask)) for name, mask in masks.items()}),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def load_packed_masks(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Masks and fingerprint from ``path``; every inconsistency is a ``TicketError`` naming the file."""
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise TicketError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+    if metadata.get("format") != MASK_FORMAT:
+        raise TicketError(f"{path} is not an hf_tickets mask file (format={metadata.get('format')!r})")
+    try:
+        shapes = json.loads(metadata["shapes"])
+        pruned = json.loads(metadata["pruned"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise TicketError(f"{path} has damaged metadata: {err}") from err
+
+    fingerprint = {
+        name[len(_FINGERPRINT_PREFIX) :]: tensor for name, tensor in tensors.items() if name.startswith(_FINGERPRINT_PREFIX)
+    }
+    stray = [n for n in tensors if not n.startswith(_FINGERPRINT_PREFIX) and n not in shapes]
+    if stray or set(shapes) != set(pruned):
+        raise TicketError(f"{path}: tensors {stray[:3]} have no recorded shape; the file is corrupt")
+    masks = {}
+    for name, shape in shapes.items():  # the recorded order, which tie-breaking depends on
+        packed = tensors.get(name)
+        if packed is None:
+            raise TicketError(f"{path} lacks the mask for {name!r}; the file is corrupt")
+        if packed.dtype != torch.uint8 or packed.numel() != math.ceil(math.prod(shape) / 8):
+            raise TicketError(f"{path}: packed mask {name!r} does not fit its shape {shape}; the file is corrupt")
+        mask = unpack_mask(packed, shape)
+        if mask.numel() - int(torch.count_nonzero(mask)) != pruned[name]:
+            raise TicketError(f"{path}: mask {name!r} does not have its recorded pruned count; the file is corrupt")
+        masks[name] = mask
+    return masks, fingerprint

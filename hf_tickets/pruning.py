@@ -1,0 +1,61 @@
+"""``prune(model, sparsity)``: the one call that turns a model into a ticket."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from .errors import TicketError
+from .strategies import get_strategy, num_to_prune
+from .targets import TargetSpec, base_model_of, resolve_targets
+from .ticket import Ticket, TicketConfig
+
+
+def check_sparsity(sparsity: float) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or math.isnan(sparsity):
+        raise TicketError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    if not 0.0 <= sparsity < 1.0:
+        raise TicketError(f"sparsity must be in [0, 1), got {sparsity}")
+    return float(sparsity)
+
+
+def prune(
+    model: nn.Module,
+    sparsity: float,
+    strategy: str = "global_magnitude",
+    targets: TargetSpec = "auto",
+    ticket: Ticket | None = None,
+    **strategy_options,
+) -> Ticket:
+    """A new ticket pruning exactly ``round(sparsity * n)`` of the ``n`` target weights of ``model``.
+
+    With ``ticket=`` pruning is cumulative (an IMP round): what ``ticket`` pruned stays pruned,
+    its targets are used, and ``sparsity`` is the overall fraction afterwards.
+    ``strategy_options`` go to the strategy (e.g. ``seed=`` for ``"random"``).
+    """
+    sparsity = check_sparsity(sparsity)
+    strategy_fn = get_strategy(strategy)
+    if ticket is not None:
+        weights = {name: p.detach() for name, p in ticket.parameters_of(model).items()}
+        keep = ticket.masks
+        if num_to_prune(weights, sparsity) < ticket.num_pruned:
+            raise TicketError(
+                f"sparsity {sparsity} is below the ticket's {ticket.sparsity:.4f}: pruning only adds to a ticket"
+            )
+        targets = ticket.config.targets
+    else:
+        base = base_model_of(model)
+        weights = {name: base.get_parameter(name).detach() for name in resolve_targets(model, targets)}
+        keep = None
+    masks = strategy_fn(weights, keep, sparsity, **strategy_options)
+    provenance = dict(ticket.config.provenance) if ticket is not None else {}
+    config = TicketConfig(targets=targets if isinstance(targets, str) else list(targets), strategy=strategy, provenance=provenance)
+    new_ticket = Ticket(masks, config)
+    if ticket is not None and ticket.fingerprint:
+        new_ticket.fingerprint = ticket.fingerprint  # the base stays the base across IMP rounds
+        for key in ("base_model", "base_model_revision", "base_model_prefix", "model_type"):
+            setattr(new_ticket.config, key, getattr(ticket.config, key))
+    else:
+        new_ticket.record_base(model)
+    return new_ticket

@@ -1,0 +1,129 @@
+"""Exact global selection of the k lowest scores across many tensors, in about one pass.
+
+``torch.kthvalue`` over a concatenated copy costs a 4-byte copy of every weight and a full
+selection; ``torch.nn.utils.prune.global_unstructured`` even sorts everything. Here:
+
+1. a small random sample (fixed seed) brackets the k-th score in a narrow band [lo, hi];
+2. one pass per tensor writes ``score >= lo`` straight into the output mask, counts what lies
+   below, and gathers the few scores inside the band with their positions;
+3. a linear-time selection on the band alone finds the exact threshold and prunes up to it.
+
+If the sample was unlucky and the k-th score lies outside the band, the band is widened and
+the pass repeated, so the answer is always exact. Ties are broken by position (tensor order,
+then flat index): of equal scores, the earlier ones are pruned first.
+Extra memory beyond the output masks: one tensor's scores at a time, plus the band.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+
+#: Elementwise score: ``score_fn(values, out=None) -> float32 scores`` (``out`` reuses a buffer).
+ScoreFn = Callable[..., torch.Tensor]
+
+_SAMPLE_SIZE = 1 << 16
+_BAND_SIGMAS = 4.5
+_MAX_WIDENINGS = 4
+
+
+def magnitude(values: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    if values.dtype == torch.float32:
+        return torch.abs(values, out=out) if out is not None else values.abs()
+    return values.float().abs_()
+
+
+def as_scores(values: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """For precomputed scores (e.g. random ones)."""
+    return values.float()
+
+
+def _band_limits(tensors, keep, k, total, score_fn, widening) -> tuple[float, float]:
+    """A sample-quantile bracket [lo, hi] that contains the k-th lowest score with high probability."""
+    if widening >= _MAX_WIDENINGS:
+        return -math.inf, math.inf
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for name, tensor in tensors.items():
+        n = tensor.numel()
+        idx = torch.randint(n, (min(n, max(1, round(_SAMPLE_SIZE * n / total))),), generator=generator)
+        scores = score_fn(tensor.detach().reshape(-1)[idx.to(tensor.device)]).cpu()
+        if keep is not None:
+            scores[~keep[name].reshape(-1)[idx]] = -math.inf
+        samples.append(scores)
+    sample = torch.cat(samples).sort().values
+    m = sample.numel()
+    q = k / total
+    half_width = (_BAND_SIGMAS * math.sqrt(max(m * q * (1 - q), 1.0)) + 8) * 4**widening
+    low_rank, high_rank = math.floor(q * m - half_width), math.ceil(q * m + half_width)
+    lo = -math.inf if low_rank < 0 else sample[low_rank].item()
+    hi = math.inf if high_rank >= m else sample[high_rank].item()
+    return lo, hi
+
+
+def _one_pass(tensors, keep, lo, hi, score_fn):
+    """Masks ``score >= lo`` (and previously kept), the count below lo, and the band's contents."""
+    largest = max(t.numel() for t in tensors.values())
+    score_buf = torch.empty(largest)
+    band_buf = torch.empty(largest, dtype=torch.bool)
+    masks, band_values, band_places, below = {}, [], [], 0
+    for name, tensor in tensors.items():
+        n = tensor.numel()
+        flat = tensor.detach().reshape(-1)
+        if flat.device.type != "cpu":
+            flat = flat.cpu()
+        scores = score_fn(flat, out=score_buf[:n])
+        mask = torch.ge(scores, lo, out=torch.empty(n, dtype=torch.bool))
+        if keep is not None:
+            mask &= keep[name].reshape(-1)
+        in_band = torch.le(scores, hi, out=band_buf[:n])
+        in_band &= mask
+        places = in_band.nonzero().squeeze(1)
+        below += n - int(torch.count_nonzero(mask))
+        band_values.append(scores[places])
+        band_places.append(places)
+        masks[name] = mask
+    return masks, below, band_values, band_places
+
+
+def prune_lowest(
+    tensors: Mapping[str, torch.Tensor],
+    k: int,
+    keep: Mapping[str, torch.Tensor] | None = None,
+    score_fn: ScoreFn = magnitude,
+) -> dict[str, torch.Tensor]:
+    """Keep-masks (True = kept) with exactly the ``k`` lowest-scoring entries pruned overall.
+
+    ``keep``: a previous mask; its pruned entries stay pruned and count towards ``k``.
+    """
+    total = sum(t.numel() for t in tensors.values())
+    already = 0 if keep is None else sum(int((~m).sum()) for m in keep.values())
+    if not already <= k <= total:
+        raise ValueError(f"cannot prune {k} of {total} entries when {already} are already pruned")
+    if k == already and keep is not None:
+        return {name: keep[name].clone() for name in tensors}
+    if k == total or k == 0:
+        return {name: torch.full(t.shape, k == 0, dtype=torch.bool) for name, t in tensors.items()}
+
+    for widening in range(_MAX_WIDENINGS + 1):
+        lo, hi = _band_limits(tensors, keep, k, total, score_fn, widening)
+        masks, below, band_values, band_places = _one_pass(tensors, keep, lo, hi, score_fn)
+        band = torch.cat(band_values)
+        if below <= k <= below + band.numel():
+            break
+
+    # Prune the j lowest of the band: everything under the j-th value, then equal ones by position.
+    j = k - below
+    if j > 0:
+        threshold = band.kthvalue(j).values
+        chosen = band < threshold
+        ties = (band == threshold).nonzero().squeeze(1)
+        chosen[ties[: j - int(chosen.sum())]] = True
+        start = 0
+        for name, places in zip(masks, band_places):
+            end = start + places.numel()
+            masks[name][places[chosen[start:end]]] = False
+            start = end
+    return {name: masks[name].reshape(tensors[name].shape) for name in tensors}

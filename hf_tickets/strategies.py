@@ -1,0 +1,93 @@
+"""Pruning strategies: pure functions ``(weights, keep, sparsity, **options) -> keep-masks``.
+
+``weights`` maps names to tensors, ``keep`` is the previous mask (None for a dense model; what
+it pruned stays pruned) and ``sparsity`` is the overall fraction to have pruned afterwards.
+Every strategy prunes exactly ``round(sparsity * n)`` of the ``n`` weights.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Mapping
+
+import torch
+
+from .errors import TicketError
+from .select import as_scores, prune_lowest
+
+Masks = dict[str, torch.Tensor]
+Strategy = Callable[..., Masks]
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
+    def register(fn: Strategy) -> Strategy:
+        STRATEGIES[name] = fn
+        return fn
+
+    return register
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise TicketError(f"unknown pruning strategy {name!r}; available: {', '.join(sorted(STRATEGIES))}") from None
+
+
+def num_to_prune(weights: Mapping[str, torch.Tensor], sparsity: float) -> int:
+    return round(sparsity * sum(w.numel() for w in weights.values()))
+
+
+@register_strategy("global_magnitude")
+def global_magnitude(weights: Mapping[str, torch.Tensor], keep: Masks | None, sparsity: float) -> Masks:
+    """The paper's rule: the lowest magnitudes across all target matrices together."""
+    return prune_lowest(weights, num_to_prune(weights, sparsity), keep)
+
+
+def _layer_quotas(weights, keep, sparsity) -> dict[str, int]:
+    """How many more weights each tensor prunes so every tensor nears ``sparsity`` and the total is exact.
+
+    Each tensor's wish is what it lacks to reach ``sparsity``; wishes are scaled to the exact
+    total and rounded by largest remainder, never beyond what the tensor still has.
+    """
+    pruned = {n: 0 if keep is None else int((~keep[n]).sum()) for n in weights}
+    need = num_to_prune(weights, sparsity) - sum(pruned.values())
+    wish = {n: max(0.0, sparsity * w.numel() - pruned[n]) for n, w in weights.items()}
+    scale = need / sum(wish.values()) if sum(wish.values()) > 0 else 0.0
+    quota = {n: min(math.floor(wish[n] * scale), weights[n].numel() - pruned[n]) for n in weights}
+    by_remainder = sorted(weights, key=lambda n: (quota[n] - wish[n] * scale, list(weights).index(n)))
+    short = need - sum(quota.values())
+    for n in by_remainder * 2:
+        if short <= 0:
+            break
+        if quota[n] < weights[n].numel() - pruned[n]:
+            quota[n] += 1
+            short -= 1
+    return {n: pruned[n] + quota[n] for n in weights}
+
+
+@register_strategy("layerwise_magnitude")
+def layerwise_magnitude(weights: Mapping[str, torch.Tensor], keep: Masks | None, sparsity: float) -> Masks:
+    """Lowest magnitudes within each matrix, every matrix pruned to (nearly) the same sparsity."""
+    quotas = _layer_quotas(weights, keep, sparsity)
+    masks = {}
+    for name, weight in weights.items():
+        layer_keep = None if keep is None else {name: keep[name]}
+        masks.update(prune_lowest({name: weight}, quotas[name], layer_keep))
+    return masks
+
+
+@register_strategy("random")
+def random_pruning(
+    weights: Mapping[str, torch.Tensor], keep: Masks | None, sparsity: float, seed: int = 0
+) -> Masks:
+    """The paper's random-pruning baseline: a uniformly random subset, reproducible from ``seed``."""
+    scores = {}
+    for name, weight in weights.items():
+        # Per-tensor streams, so a tensor's scores do not depend on which other tensors are targeted.
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        scores[name] = torch.rand(weight.shape, generator=generator)
+    return prune_lowest(scores, num_to_prune(weights, sparsity), keep, score_fn=as_scores)
