@@ -61,11 +61,13 @@ def unpack_mask(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
 def save_packed_masks(path: Path, masks: dict[str, torch.Tensor], fingerprint: dict[str, torch.Tensor]) -> None:
     tensors = {name: pack_mask(mask) for name, mask in masks.items()}
     tensors.update({_FINGERPRINT_PREFIX + name: values.contiguous() for name, values in fingerprint.items()})
-    metadata = {
+    # One metadata key: safetensors writes several in arbitrary order, and saves must be byte-identical.
+    header = {
         "format": MASK_FORMAT,
-        "shapes": json.dumps({name: list(mask.shape) for name, mask in masks.items()}),
-        "pruned": json.dumps({name: mask.numel() - int(torch.count_nonzero(mask)) for name, mask in masks.items()}),
+        "shapes": {name: list(mask.shape) for name, mask in masks.items()},
+        "pruned": {name: mask.numel() - int(torch.count_nonzero(mask)) for name, mask in masks.items()},
     }
+    metadata = {MASK_FORMAT: json.dumps(header)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -77,12 +79,12 @@ def load_packed_masks(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise TicketError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
-    if metadata.get("format") != MASK_FORMAT:
-        raise TicketError(f"{path} is not an hf_tickets mask file (format={metadata.get('format')!r})")
+    if MASK_FORMAT not in metadata:
+        raise TicketError(f"{path} is not an hf_tickets mask file (no {MASK_FORMAT!r} metadata)")
     try:
-        shapes = json.loads(metadata["shapes"])
-        pruned = json.loads(metadata["pruned"])
-    except (KeyError, json.JSONDecodeError) as err:
+        header = json.loads(metadata[MASK_FORMAT])
+        shapes, pruned = header["shapes"], header["pruned"]
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise TicketError(f"{path} has damaged metadata: {err}") from err
 
     fingerprint = {

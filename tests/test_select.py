@@ -1,0 +1,71 @@
+"""Exactness of the one-pass global selection against a brute-force stable sort."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hf_tickets.select import prune_lowest
+
+
+def brute_force(tensors, k, keep=None):
+    scores = []
+    for name, t in tensors.items():
+        s = t.abs().reshape(-1).clone()
+        if keep is not None:
+            s[~keep[name].reshape(-1)] = -float("inf")
+        scores.append(s)
+    order = torch.cat(scores).sort(stable=True).indices[:k]
+    flat = torch.ones(sum(t.numel() for t in tensors.values()), dtype=torch.bool)
+    flat[order] = False
+    return flat
+
+
+def flatten(masks, names):
+    return torch.cat([masks[n].reshape(-1) for n in names])
+
+
+tensor_sizes = st.lists(st.integers(1, 60), min_size=1, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sizes=tensor_sizes, data=st.data(), integer_values=st.booleans())
+def test_exactly_k_lowest_with_ties_broken_by_position(sizes, data, integer_values):
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
+    make = (lambda n: torch.randint(-3, 4, (n,), generator=g).float()) if integer_values else (
+        lambda n: torch.randn(n, generator=g)
+    )
+    tensors = {f"t{i}": make(n) for i, n in enumerate(sizes)}
+    k = data.draw(st.integers(0, sum(sizes)))
+    masks = prune_lowest(tensors, k)
+    assert int(sum((~m).sum() for m in masks.values())) == k
+    assert torch.equal(flatten(masks, tensors), brute_force(tensors, k))
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=tensor_sizes, data=st.data())
+def test_cumulative_keeps_what_was_pruned(sizes, data):
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
+    tensors = {f"t{i}": torch.randint(-2, 3, (n,), generator=g).float() for i, n in enumerate(sizes)}
+    total = sum(sizes)
+    k1 = data.draw(st.integers(0, total))
+    k2 = data.draw(st.integers(k1, total))
+    first = prune_lowest(tensors, k1)
+    second = prune_lowest(tensors, k2, keep=first)
+    for name in tensors:
+        assert not (second[name] & ~first[name]).any(), "a pruned weight came back"
+    assert torch.equal(flatten(second, tensors), brute_force(tensors, k2, keep=first))
+
+
+def test_large_tensors_take_the_sampled_band_path_and_stay_exact():
+    g = torch.Generator().manual_seed(0)
+    tensors = {"a": torch.randn(300_000, generator=g), "b": torch.randn(200, 1000, generator=g) * 3}
+    for k in (1, 12345, 250_000, 499_999):
+        masks = prune_lowest(tensors, k)
+        assert torch.equal(flatten(masks, tensors), brute_force(tensors, k))
+
+
+def test_many_equal_values_across_the_threshold():
+    tensors = {"a": torch.zeros(50_000), "b": torch.ones(50_000), "c": torch.zeros(1000)}
+    masks = prune_lowest(tensors, 50_500)
+    assert torch.equal(flatten(masks, tensors), brute_force(tensors, 50_500))
+    assert not masks["a"].any() and not masks["c"][:500].any() and masks["c"][500:].all() and masks["b"].all()
