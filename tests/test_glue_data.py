@@ -124,6 +124,11 @@ def test_unlabelled_test_files_get_label_minus_one(tmp_path):
     raw = load_glue("cola", test_file=write(tmp_path / "test.tsv", "index\tsentence\n0\tA test.\n1\tAnother.\n"))
     assert raw["test"]["sentence"] == ["A test.", "Another."]
     assert raw["test"]["label"] == [-1, -1]
+    # a labelled file given as the test split keeps its labels
+    labelled = load_glue("cola", test_file=write(tmp_path / "dev.tsv", LAYOUTS["cola"][0]))
+    assert labelled["test"]["label"] == LAYOUTS["cola"][2]
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['label'\]"):
+        load_glue("cola", validation_file=tmp_path / "test.tsv")
 
 
 def test_rows_with_wrong_field_count_are_skipped_and_reported(tmp_path, caplog):
@@ -184,6 +189,8 @@ def test_csv_and_json_files_with_a_known_task(tmp_path):
     assert raw["train"]["label"] == [1, 0]
     assert raw["validation"].column_names == ["sentence1", "sentence2", "label"]
     assert raw["validation"]["label"] == [0, 1]
+    gaps = write(tmp_path / "gaps.csv", "sentence,label\ngood,1\n,0\nbad,0\n")
+    assert load_glue("sst2", train_file=gaps, cache_dir=str(tmp_path / "cache"))["train"]["sentence"] == ["good", "bad"]
 
 
 def test_csv_errors_name_file_and_line(tmp_path):

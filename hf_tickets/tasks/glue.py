@@ -208,10 +208,10 @@ def read_glue_tsv(path: str | Path, task_name: str, *, labelled: bool = True) ->
             continue
         for column, position in zip(task.text_columns, positions):
             columns[column].append(fields[position])
-        if labelled and label_position is not None:
-            labels.append(_parse_label(task, fields[label_position], f"{path}: line {line_number}"))
-        else:
+        if label_position is None:
             labels.append(NO_LABEL)
+        else:
+            labels.append(_parse_label(task, fields[label_position], f"{path}: line {line_number}"))
     if skipped:
         logger.warning("%s: skipped %d row(s) with a field count other than %d (lines %s)",
                        path, len(skipped), len(header), skipped[:10])
@@ -261,9 +261,12 @@ def _custom_labels(datasets: dict[str, tuple[Dataset, Path]]) -> DatasetDict:
     if "label" not in reference.column_names:
         raise ValueError(f"{path}: no 'label' column (found {reference.column_names})")
     if reference.features["label"].dtype.startswith("float"):
-        return DatasetDict({split: dataset.cast_column("label", Value("float32")) if "label" in dataset.column_names
-                            else dataset.add_column("label", [float(NO_LABEL)] * len(dataset))
-                            for split, (dataset, _) in datasets.items()})
+        result = {}
+        for split, (dataset, _) in datasets.items():
+            if "label" not in dataset.column_names:
+                dataset = dataset.add_column("label", [float(NO_LABEL)] * len(dataset))
+            result[split] = dataset.cast_column("label", Value("float32"))
+        return DatasetDict(result)
     label_list = sorted(set(reference["label"]))
     label_to_id = {label: i for i, label in enumerate(label_list)}
     class_label = ClassLabel(names=[str(label) for label in label_list])
