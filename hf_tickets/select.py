@@ -120,10 +120,13 @@ def prune_lowest(
         threshold = band.kthvalue(j).values
         chosen = band < threshold
         ties = (band == threshold).nonzero().squeeze(1)
-        chosen[ties[: j - int(chosen.sum())]] = True
-        start = 0
-        for name, places in zip(masks, band_places):
-            end = start + places.numel()
-            masks[name][places[chosen[start:end]]] = False
-            start = end
+        chosen[ties[: j - int(torch.count_nonzero(chosen))]] = True
+        chosen_idx = chosen.nonzero().squeeze(1)
+        bounds = torch.tensor([p.numel() for p in band_places]).cumsum(0)
+        owners = torch.bucketize(chosen_idx, bounds, right=True)
+        starts = torch.cat([torch.zeros(1, dtype=bounds.dtype), bounds[:-1]])
+        split = torch.bincount(owners, minlength=len(band_places)).tolist()
+        for (name, places), start, local in zip(zip(masks, band_places), starts.tolist(), chosen_idx.split(split)):
+            if local.numel():
+                masks[name].index_fill_(0, places[local - start], False)
     return {name: masks[name].reshape(tensors[name].shape) for name in tensors}

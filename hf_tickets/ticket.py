@@ -104,6 +104,8 @@ class Ticket:
             if mask.dtype != torch.bool:
                 raise TicketError(f"mask for {name} must be boolean, got {mask.dtype}")
         self.masks = {name: mask.detach().cpu() for name, mask in masks.items()}
+        # Masks are treated as read-only: pruning makes a new ticket, so counts are computed once.
+        self._pruned = {n: m.numel() - int(torch.count_nonzero(m)) for n, m in self.masks.items()}
         self.config = config or TicketConfig()
         self.fingerprint = fingerprint or {}
         self.config.sparsity = self.sparsity
@@ -116,7 +118,7 @@ class Ticket:
 
     @property
     def num_pruned(self) -> int:
-        return sum(m.numel() - int(torch.count_nonzero(m)) for m in self.masks.values())
+        return sum(self._pruned.values())
 
     @property
     def sparsity(self) -> float:
@@ -124,7 +126,7 @@ class Ticket:
 
     @property
     def per_tensor_sparsity(self) -> dict[str, float]:
-        return {n: 1.0 - int(torch.count_nonzero(m)) / m.numel() for n, m in self.masks.items()}
+        return {n: self._pruned[n] / m.numel() for n, m in self.masks.items()}
 
     def equals(self, other: Ticket) -> bool:
         return self.masks.keys() == other.masks.keys() and all(
