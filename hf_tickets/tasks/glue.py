@@ -96,6 +96,13 @@ class LabelInfo:
     def label2id(self) -> dict[str, int] | None:
         return None if self.names is None else {name: i for i, name in enumerate(self.names)}
 
+    def config_kwargs(self) -> dict:
+        """Keyword arguments for ``AutoConfig``/``from_pretrained``. Regression passes no label
+        maps: an explicit ``id2label=None`` would override ``num_labels`` in transformers 5."""
+        if self.names is None:
+            return {"num_labels": 1, "problem_type": "regression"}
+        return {"num_labels": self.num_labels, "id2label": self.id2label, "label2id": self.label2id}
+
 
 def label_info(raw_datasets: DatasetDict) -> LabelInfo:
     """Class names (``ClassLabel``) or regression (float label) from any split's features."""
