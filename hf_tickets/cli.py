@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("hf_tickets.sparse_checkpoint",)
 
 
 def build_parser() -> argparse.ArgumentParser:
