@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: tuple[str, ...] = ("hf_tickets.sparse_checkpoint",)
+COMMAND_MODULES: tuple[str, ...] = ("hf_tickets.hub", "hf_tickets.sparse_checkpoint", "hf_tickets.compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
