@@ -71,6 +71,17 @@ def full_model_score(results: Sequence[Mapping], metric: str) -> tuple[float | N
     return None, None
 
 
+def plot_results(ticket: Ticket, results: Sequence[Mapping], out_png: str | Path) -> Path | None:
+    """The sparsity-versus-score PNG of the ticket's headline metric (None if no round has it)."""
+    from .plots import plot_sparsity_vs_score, split_results  # matplotlib only when a plot is made
+
+    metric = primary_metric(results, ticket.config.provenance.get("task"))
+    if metric is None or not split_results(results, metric)[0]:
+        return None
+    full, std = full_model_score(results, metric)
+    return plot_sparsity_vs_score(results, metric, out_png, full_score=full, full_std=std)
+
+
 def _task_info(provenance: Mapping) -> tuple[str | None, str | None, str | None]:
     """(Hub task type, dataset id, dataset config) for the ticket's task, as far as it is known."""
     task = str(provenance.get("task") or "").lower()
