@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -82,15 +84,23 @@ def _hub_errors(repo_id: str, revision: str | None, what: str) -> Iterator[None]
         raise TicketHubError(f"cannot {what}: the Hub refused a request about {_where(repo_id, revision)}: {err}") from err
 
 
-def check_safetensors(directory: str | Path, repo_id: str, revision: str | None) -> None:
-    """Open the header of every safetensors file under ``directory``; a broken one is named."""
-    for path in sorted(Path(directory).rglob("*.safetensors")):
+def check_files(directory: str | Path, repo_id: str, revision: str | None) -> None:
+    """Parse every downloaded JSON file and safetensors header, so a broken one is named with its repo."""
+    for path in sorted(Path(directory).rglob("*")):
+        if ".cache" in path.relative_to(directory).parts:  # huggingface_hub's own bookkeeping in local_dir
+            continue
         try:
-            with safe_open(str(path), framework="pt") as f:
-                f.keys()
-        except (SafetensorError, OSError, ValueError) as err:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            else:
+                continue
+        except (SafetensorError, OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+            kind = "JSON" if path.suffix == ".json" else "safetensors"
             raise TicketHubError(
-                f"{path.name} in {_where(repo_id, revision)} is not a valid safetensors file "
+                f"{path.name} in {_where(repo_id, revision)} is not a valid {kind} file "
                 f"(corrupt or truncated upload?): {err}"
             ) from err
 
@@ -183,7 +193,10 @@ def push_folder(
         staged = Path(staging)
         for path in folder.iterdir():
             if path.is_file() and not path.name.startswith("."):
-                os.symlink(path.resolve(), staged / path.name)  # stage without copying large weights
+                try:
+                    os.symlink(path.resolve(), staged / path.name)  # stage without copying large weights
+                except OSError:  # no symlinks (some Windows setups): copy
+                    shutil.copy2(path, staged / path.name)
         if create_card and not (folder / CARD_FILE).is_file():
             _write_card(api, staged, ticket, repo_id, revision, results=results, transfer=transfer,
                         checkpoint=checkpoint, model_class=model_class)
@@ -265,7 +278,7 @@ def download_ticket(
     for required in (MASKS_FILE, CONFIG_FILE):
         if not (Path(directory) / required).is_file():
             raise TicketHubError(f"{_where(repo_id, revision)} holds no hf_tickets ticket: {required} is missing")
-    check_safetensors(directory, repo_id, revision)
+    check_files(directory, repo_id, revision)
     return directory
 
 
@@ -283,7 +296,7 @@ def pull(repo_id: str, local_dir: str | Path, revision: str | None = None, token
                 repo_id, revision=revision, local_dir=local_dir, allow_patterns=ALLOW_PATTERNS
             )
         )
-    check_safetensors(directory, repo_id, revision)
+    check_files(directory, repo_id, revision)
     if any(p.name.endswith(COMPACT_SUFFIX) for p in directory.glob("*.safetensors")):
         convert(directory, directory, "dense")
     return directory

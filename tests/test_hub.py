@@ -173,7 +173,7 @@ def test_missing_repo_revision_and_file_are_clear_errors(hub_server, base, tmp_p
 def test_corrupt_safetensors_in_the_repo_is_a_clear_error(hub_server, base, tmp_path):
     ticket = hf_tickets.prune(base, 0.5)
     ticket.push_to_hub("test-org/broken", create_card=False)
-    good = (tmp_path / "good")
+    good = tmp_path / "good"
     ticket.save_pretrained(good)
     truncated = (good / MASKS_FILE).read_bytes()[:-40]
     HfApi().create_commit("test-org/broken", [CommitOperationAdd(MASKS_FILE, truncated)], commit_message="oops")
@@ -181,6 +181,14 @@ def test_corrupt_safetensors_in_the_repo_is_a_clear_error(hub_server, base, tmp_
         Ticket.from_pretrained("test-org/broken", cache_dir=tmp_path / "cache")
     with pytest.raises(TicketHubError, match="not a valid safetensors"):
         pull("test-org/broken", tmp_path / "pulled")
+
+    fixed = HfApi().create_commit(
+        "test-org/broken",
+        [CommitOperationAdd(MASKS_FILE, str(good / MASKS_FILE)), CommitOperationAdd(CONFIG_FILE, b'{"sparsity": 0.5,')],
+        commit_message="half a config",
+    )
+    with pytest.raises(TicketHubError, match=rf"ticket_config.json in 'test-org/broken' \(revision '{fixed.oid}'\).*not a valid JSON"):
+        Ticket.from_pretrained("test-org/broken", revision=fixed.oid, cache_dir=tmp_path / "cache")
 
 
 def test_only_safe_files_are_ever_requested(hub_server, base, tmp_path):
