@@ -49,7 +49,8 @@ def prune(
         weights = {name: base.get_parameter(name).detach() for name in resolve_targets(model, targets)}
         keep = None
     masks = strategy_fn(weights, keep, sparsity, **strategy_options)
-    provenance = dict(ticket.config.provenance) if ticket is not None else {}
+    # Scores belong to the ticket they were measured on, not to the sparser one made from it.
+    provenance = {k: v for k, v in ticket.config.provenance.items() if k != "metrics"} if ticket is not None else {}
     config = TicketConfig(targets=targets if isinstance(targets, str) else list(targets), strategy=strategy, provenance=provenance)
     new_ticket = Ticket(masks, config)
     if ticket is not None and ticket.fingerprint:
