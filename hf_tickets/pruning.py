@@ -6,6 +6,7 @@ import math
 
 from torch import nn
 
+from .distributed import full_weight, masks_from_main
 from .errors import TicketError
 from .strategies import get_strategy, num_to_prune
 from .targets import TargetSpec, base_model_of, resolve_targets
@@ -33,11 +34,14 @@ def prune(
     With ``ticket=`` pruning is cumulative (an IMP round): what ``ticket`` pruned stays pruned,
     its targets are used, and ``sparsity`` is the overall fraction afterwards.
     ``strategy_options`` go to the strategy (e.g. ``seed=`` for ``"random"``).
+
+    Under ``torch.distributed`` call it on every rank: sharded weights are gathered whole for
+    scoring (a collective), the masks are computed on the main process and every rank gets them.
     """
     sparsity = check_sparsity(sparsity)
     strategy_fn = get_strategy(strategy)
     if ticket is not None:
-        weights = {name: p.detach() for name, p in ticket.parameters_of(model).items()}
+        weights = {name: full_weight(p) for name, p in ticket.parameters_of(model).items()}
         keep = ticket.masks
         if num_to_prune(weights, sparsity) < ticket.num_pruned:
             raise TicketError(
@@ -46,9 +50,9 @@ def prune(
         targets = ticket.config.targets
     else:
         base = base_model_of(model)
-        weights = {name: base.get_parameter(name).detach() for name in resolve_targets(model, targets)}
+        weights = {name: full_weight(base.get_parameter(name)) for name in resolve_targets(model, targets)}
         keep = None
-    masks = strategy_fn(weights, keep, sparsity, **strategy_options)
+    masks = masks_from_main(lambda: strategy_fn(weights, keep, sparsity, **strategy_options))
     # Scores belong to the ticket they were measured on, not to the sparser one made from it.
     provenance = {k: v for k, v in ticket.config.provenance.items() if k != "metrics"} if ticket is not None else {}
     config = TicketConfig(targets=targets if isinstance(targets, str) else list(targets), strategy=strategy, provenance=provenance)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .distributed import full_shape, full_weight, local_mask, local_view
 from .errors import TicketError
 from .fileio import atomic_write_json, load_packed_masks, save_packed_masks
 from .targets import base_model_of, base_model_prefix, unwrap_model
@@ -82,11 +83,14 @@ def fingerprint_positions(numel: int) -> torch.Tensor:
     return torch.linspace(0, numel - 1, min(FINGERPRINT_POSITIONS, numel)).round().long()
 
 
+def _values_at_positions(p: torch.Tensor) -> torch.Tensor:
+    # full_weight: a sharded parameter is gathered (one at a time, collectively); a plain one is read as is.
+    weight = full_weight(p).reshape(-1)
+    return weight[fingerprint_positions(weight.numel()).to(weight.device)].float().cpu()
+
+
 def _fingerprint(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {
-        name: p.detach().reshape(-1)[fingerprint_positions(p.numel()).to(p.device)].float().cpu()
-        for name, p in parameters.items()
-    }
+    return {name: _values_at_positions(p) for name, p in parameters.items()}
 
 
 class Ticket:
@@ -152,9 +156,9 @@ class Ticket:
                     f"{type(unwrap_model(model)).__name__} has no tensor {name!r} that this ticket "
                     f"(found on {self.config.base_model or self.config.model_type!r}) prunes"
                 ) from None
-            if tuple(param.shape) != tuple(mask.shape):
+            if tuple(full_shape(param)) != tuple(mask.shape):
                 raise TicketError(
-                    f"shape mismatch for {name}: model has {tuple(param.shape)}, ticket has "
+                    f"shape mismatch for {name}: model has {tuple(full_shape(param))}, ticket has "
                     f"{tuple(mask.shape)}; this ticket was found on "
                     f"{self.config.base_model or self.config.model_type!r}"
                 )
@@ -170,10 +174,9 @@ class Ticket:
         for name, values in self.fingerprint.items():
             if name not in params:
                 continue
-            positions = fingerprint_positions(params[name].numel())
-            alive = self.masks[name].reshape(-1)[positions]
+            alive = self.masks[name].reshape(-1)[fingerprint_positions(self.masks[name].numel())]
             recorded.append(values[alive])
-            current.append(params[name].detach().reshape(-1)[positions.to(params[name].device)].float().cpu()[alive])
+            current.append(_values_at_positions(params[name])[alive])
         a, b = torch.cat(recorded), torch.cat(current)
         if a.numel() == 0:
             return None
@@ -184,6 +187,8 @@ class Ticket:
         """Zero the pruned weights of ``model`` in place. All checks run first: on error nothing changes.
 
         ``verify_base=False`` skips the fingerprint check (e.g. for randomly re-initialised weights).
+        Sharded parameters (FSDP2, DeepSpeed ZeRO-3) are masked on the shard each rank holds; the
+        fingerprint check then gathers weights, so every rank must call ``apply``.
         """
         params = self.parameters_of(model)
         similarity = self.base_similarity(model)
@@ -196,7 +201,7 @@ class Ticket:
             )
         with torch.no_grad():
             for name, param in params.items():
-                param.masked_fill_(~self.masks[name].to(param.device), 0)
+                local_view(param).masked_fill_(~local_mask(self.masks[name], param), 0)
         return ApplyReport(len(params), self.num_weights, self.num_pruned, similarity)
 
     def record_base(self, model: nn.Module, name_or_path: str | None = None) -> Ticket:

@@ -1,0 +1,158 @@
+"""Several processes for real: scripts in tests/dist_scripts run on 2 CPU ranks (gloo).
+
+Each script asserts what one rank can see and writes what it holds to a probe directory; these
+tests compare the ranks. A hang (e.g. ranks waiting on a collective the other never calls) fails
+the test through the launch timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hf_tickets
+from hf_tickets import distributed
+from hf_tickets.distributed import (
+    _accelerate_launch_args,
+    _num_processes_in_argv,
+    broadcast_masks,
+    full_weight,
+    local_mask,
+    local_view,
+    masks_from_main,
+    use_true_loss,
+)
+from tiny import tiny_model
+
+SCRIPTS = Path(__file__).parent / "dist_scripts"
+VENV_BIN = Path(sys.executable).parent
+LAUNCH_TIMEOUT = 240  # seconds; the first DeepSpeed launch also compiles its shared-memory op (~30 s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(script: str, *args, launcher: str = "torchrun", nproc: int = 2) -> subprocess.CompletedProcess:
+    """Run tests/dist_scripts/<script> on ``nproc`` processes; fail with its output if it fails or hangs."""
+    port = str(free_port())
+    if launcher == "torchrun":
+        cmd = [VENV_BIN / "torchrun", "--nproc_per_node", str(nproc), "--master_port", port]
+    elif launcher == "accelerate-multi":  # the way to get several CPU processes from accelerate
+        cmd = [VENV_BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", str(nproc), "--main_process_port", port]
+    elif launcher == "accelerate-cpu":  # starts ONE process whatever --num_processes says
+        cmd = [VENV_BIN / "accelerate", "launch", "--cpu", "--num_processes", str(nproc), "--main_process_port", port]
+    elif launcher == "python":
+        cmd = [sys.executable]
+    else:
+        raise ValueError(launcher)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(SCRIPTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [str(c) for c in cmd] + [str(SCRIPTS / script)] + [str(a) for a in args]
+    try:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, cwd=SCRIPTS)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"{script} hung (> {LAUNCH_TIMEOUT} s):\n{(err.stderr or b'')[-4000:]}")
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def ranks(probe: Path, n: int = 2) -> list[dict]:
+    """Each rank's JSON facts, with its tensors under "tensors"."""
+    found = []
+    for r in range(n):
+        record = json.loads((probe / f"rank{r}.json").read_text())
+        tensors_file = probe / f"rank{r}.safetensors"
+        record["tensors"] = load_file(tensors_file) if tensors_file.exists() else {}
+        found.append(record)
+    return found
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+# --------------------------------------------------------------- one process
+def test_single_process_helpers_are_identity_without_copies():
+    model = tiny_model(__import__("transformers").BertModel)
+    p = model.encoder.layer[0].attention.self.query.weight
+    mask = torch.rand(p.shape) > 0.5
+    assert not distributed.is_initialized() and distributed.world_size() == 1 and distributed.is_main_process()
+    assert full_weight(p).data_ptr() == p.data_ptr()  # no gather, no copy
+    assert local_view(p) is p
+    assert local_mask(mask, p) is mask  # already on p's device
+    masks = {"a": mask}
+    assert broadcast_masks(masks) is masks
+    assert masks_from_main(lambda: masks) is masks
+
+
+def test_single_process_prune_and_apply_unchanged():
+    model = tiny_model(__import__("transformers").BertModel)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ticket = hf_tickets.prune(model, 0.5)
+    report = ticket.apply(model)
+    assert report.pruned == ticket.num_pruned and report.base_similarity > 0.99
+    for name, p in ticket.parameters_of(model).items():
+        assert torch.equal(p.detach(), before[name] * ticket.masks[name])
+
+
+def test_launch_line_parsing():
+    line = ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--cpu", "--num_processes", "2", "train.py"]
+    args = _accelerate_launch_args(line)
+    assert args == ["--cpu", "--num_processes", "2", "train.py"]
+    assert _num_processes_in_argv(args) == 2
+    assert _num_processes_in_argv(["--num-processes=4", "x.py"]) == 4
+    assert _num_processes_in_argv(["--num_proc", "3"]) == 3  # argparse accepts abbreviations
+    assert _num_processes_in_argv(["--num_machines", "2"]) is None
+    assert _accelerate_launch_args(["python", "train.py", "launch"]) is None
+    assert _accelerate_launch_args(["python", "-m", "accelerate.commands.launch", "--cpu"]) == ["--cpu"]
+    assert _accelerate_launch_args(["accelerate", "config"]) is None
+
+
+def test_use_true_loss_declares_mean_loss_heads_only():
+    from transformers import BertForMaskedLM, BertForSequenceClassification, BertLMHeadModel
+
+    classifier = use_true_loss(tiny_model(BertForSequenceClassification))
+    masked_lm = use_true_loss(tiny_model(BertForMaskedLM))
+    # BertLMHeadModel computes self.loss_function(..., **kwargs), which divides by num_items_in_batch.
+    causal = use_true_loss(tiny_model(BertLMHeadModel, is_decoder=True))
+    assert classifier.accepts_loss_kwargs is False and masked_lm.accepts_loss_kwargs is False
+    assert "accepts_loss_kwargs" not in vars(causal)
+
+
+# ------------------------------------------------------------- 2 processes
+@pytest.mark.slow
+def test_fsdp2_sharded_ticket_equals_unsharded(tmp_path):
+    launch("fsdp2_ticket.py", tmp_path / "probe", tmp_path / "out")
+    r0, r1 = ranks(tmp_path / "probe")
+    for r in (r0, r1):
+        assert r["sharded_types"] == ["DTensor"]
+        assert r["round1_equal"] and r["round2_equal"] and r["toy_equal"] and r["fingerprint_equal"]
+        assert r["loaded_ticket_equal"] and r["checkpoint_tensors"] > 0
+    assert_same_tensors(r0["tensors"], r1["tensors"])
+    # Shards really were uneven / empty: 37-row intermediate weights split 19 + 18; [1, 4] split 1 + 0.
+    assert 19 in r0["round1_shard_rows"] and 18 in r1["round1_shard_rows"]
+    assert r0["toy_shard_rows"] == [1, 2] and r1["toy_shard_rows"] == [0, 1]
+    out = tmp_path / "out"
+    # The ticket file is the ordinary one, byte for byte what the unsharded twin saves.
+    for name in ("ticket_masks.safetensors", "ticket_config.json"):
+        assert (out / "ticket" / name).read_bytes() == (out / "ref_ticket" / name).read_bytes()
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["config.json", "model.safetensors"]
