@@ -218,6 +218,25 @@ def local_mask(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return mask.to(p.device)
 
 
+def zero_pruned_(p: torch.Tensor, mask: torch.Tensor) -> None:
+    """Set the weights of ``p`` that the full keep-``mask`` prunes to zero, on this rank's shard.
+
+    Call under ``torch.no_grad()``. No communication. Under ZeRO-3 every copy this rank keeps is
+    zeroed: the partition, the full weight while it is gathered (small "persistent" parameters
+    stay gathered all the time), and the optimizer's fp32 master partition, which DeepSpeed
+    copies over the partition after every step.
+    """
+    keep = local_mask(mask, p)
+    local_view(p).masked_fill_(~keep, 0)
+    if is_zero3(p) and p.data.numel() == mask.numel():
+        p.data.masked_fill_(~mask.to(p.data.device).reshape(p.data.shape), 0)
+    if is_zero3(p) and getattr(p, "_z3_optimizer", None) is not None and p.requires_grad:
+        from deepspeed.utils import safe_get_local_fp32_param, safe_set_local_fp32_param
+
+        master = safe_get_local_fp32_param(p)
+        safe_set_local_fp32_param(p, master.masked_fill(~keep.to(master.device), 0))
+
+
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter and buffer of ``model`` whole, on CPU: what ``save_pretrained(state_dict=...)`` writes.
 

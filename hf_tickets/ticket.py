@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .distributed import full_shape, full_weight, local_mask, local_view
+from .distributed import full_shape, full_weight, zero_pruned_
 from .errors import TicketError
 from .fileio import atomic_write_json, load_packed_masks, save_packed_masks
 from .targets import base_model_of, base_model_prefix, unwrap_model
@@ -201,7 +201,7 @@ class Ticket:
             )
         with torch.no_grad():
             for name, param in params.items():
-                local_view(param).masked_fill_(~local_mask(self.masks[name], param), 0)
+                zero_pruned_(param, self.masks[name])
         return ApplyReport(len(params), self.num_weights, self.num_pruned, similarity)
 
     def record_base(self, model: nn.Module, name_or_path: str | None = None) -> Ticket:

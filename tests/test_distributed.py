@@ -156,3 +156,41 @@ def test_fsdp2_sharded_ticket_equals_unsharded(tmp_path):
     for name in ("ticket_masks.safetensors", "ticket_config.json"):
         assert (out / "ticket" / name).read_bytes() == (out / "ref_ticket" / name).read_bytes()
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["config.json", "model.safetensors"]
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_sharded_ticket_equals_unsharded(tmp_path):
+    # deepspeed is required (the `distributed` extra), never skipped: an ImportError fails the test.
+    import deepspeed  # noqa: F401
+
+    launch("zero3_ticket.py", tmp_path / "probe", tmp_path / "out")
+    r0, r1 = ranks(tmp_path / "probe")
+    for r in (r0, r1):
+        assert r["all_partitioned"] and r["round1_equal"] and r["fingerprint_equal"] and r["round2_equal"]
+        assert r["master_masked"] and r["kept_weights_trained"]
+        assert r["alive_after_steps"] == [0, 0, 0]
+        assert r["gathered_after_step"] == [False, True]  # both partitioned and persistent parameters met
+    assert_same_tensors(r0["tensors"], r1["tensors"])
+    out = tmp_path / "out"
+    for name in ("ticket_masks.safetensors", "ticket_config.json"):
+        assert (out / "ticket" / name).read_bytes() == (out / "ref_ticket" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_trainer_logs_true_loss_under_ddp_and_accumulation(tmp_path):
+    launch("trainer_loss.py", tmp_path, launcher="python")
+    launch("trainer_loss.py", tmp_path, launcher="accelerate-multi")
+    run = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in
+           ("single", "accumulate_stock", "accumulate_fixed", "ddp_stock", "ddp_fixed")}
+    assert run["ddp_fixed"]["world_size"] == 2 and run["single"]["world_size"] == 1
+    reference = run["single"]
+    for name in ("ddp_fixed", "accumulate_fixed"):
+        for key in ("loss", "grad_norm"):
+            assert run[name][key] == pytest.approx(reference[key], rel=1e-5), (name, key)
+    # What use_true_loss fixes: the stock Trainer reports (and backpropagates) twice the loss here.
+    # Exactly twice at the first step (same weights); after it the doubled gradient norm exceeds
+    # max_grad_norm=1, clipping changes the steps, and the runs drift slightly apart.
+    for name in ("ddp_stock", "accumulate_stock"):
+        for key in ("loss", "grad_norm"):
+            assert run[name][key][0] == pytest.approx(2 * reference[key][0], rel=1e-5), (name, key)
+            assert run[name][key] == pytest.approx([2 * v for v in reference[key]], rel=1e-2), (name, key)
