@@ -22,6 +22,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .distributed import is_dtensor, is_zero3, local_mask, local_view, zero_pruned_
 from .errors import TicketError
 from .ticket import CONFIG_FILE, MASKS_FILE, Ticket
 
@@ -44,6 +45,7 @@ class TicketCallback(TrainerCallback):
         self.verify_base = verify_base
         self.mask_gradients = mask_gradients
         self._keep: list[tuple[torch.nn.Parameter, torch.Tensor]] | None = None
+        self._zero3: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         self._hooks: list = []
 
     # ------------------------------------------------------------------ events
@@ -56,12 +58,23 @@ class TicketCallback(TrainerCallback):
             self._adopt_checkpoint_ticket(args, state, model)
         report = self.ticket.apply(model, verify_base=self.verify_base)
         params = self.ticket.parameters_of(model)
-        # uint8 keep-masks (1 byte/weight) on each parameter's device: `mul_` by them is ~15x faster
-        # than `masked_fill_` with a bool mask on CPU (see benchmarks/bench_callback.py).
-        self._keep = [(p, self.ticket.masks[n].to(device=p.device, dtype=torch.uint8)) for n, p in params.items()]
+        # uint8 keep-masks (1 byte/weight) for the tensor each rank stores (the whole weight unless
+        # FSDP2 shards it), on its device: `mul_` by them is ~15x faster than `masked_fill_` with a
+        # bool mask on CPU (see benchmarks/bench_callback.py). ZeRO-3 parameters go through the
+        # core's zero_pruned_, which also zeroes DeepSpeed's fp32 master copy.
+        self._keep, self._zero3 = [], []
+        for name, p in params.items():
+            if is_zero3(p):
+                self._zero3.append((p, self.ticket.masks[name]))
+            else:
+                self._keep.append((p, local_mask(self.ticket.masks[name], p).to(torch.uint8)))
         self._remove_hooks()
         if self.mask_gradients:
-            self._hooks = [p.register_post_accumulate_grad_hook(_grad_masker(keep)) for p, keep in self._keep]
+            # Sharded parameters get their gradients from FSDP/DeepSpeed, not from autograd
+            # accumulation, so only whole ones are hooked; their weights are still re-zeroed.
+            self._hooks = [
+                p.register_post_accumulate_grad_hook(_grad_masker(keep)) for p, keep in self._keep if not is_dtensor(p)
+            ]
         logger.info(
             "TicketCallback: training %d of %d target weights (sparsity %.4f) in %d tensors",
             report.weights - report.pruned, report.weights, report.sparsity, report.tensors,
@@ -73,7 +86,9 @@ class TicketCallback(TrainerCallback):
         # update can have touched a pruned weight. x * 0 is exactly (+/-) 0 for every finite x.
         with torch.no_grad():
             for param, keep in self._keep:
-                param.mul_(keep)
+                local_view(param).mul_(keep)
+            for param, mask in self._zero3:
+                zero_pruned_(param, mask)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._remove_hooks()  # weights stay masked; later evaluation may still log sparsity
@@ -101,12 +116,16 @@ class TicketCallback(TrainerCallback):
 
     # ----------------------------------------------------------------- helpers
     def measured_sparsity(self) -> float:
-        """Fraction of the ticket's target weights that is exactly zero in the model now."""
+        """Fraction of the ticket's target weights that is exactly zero in the model now.
+
+        Sharded weights are counted on the shard this process holds (no communication).
+        """
         if self._keep is None:
             raise TicketError("TicketCallback has not been applied yet (it is applied at train begin)")
+        tensors = [local_view(p) for p, _ in self._keep + self._zero3]
         with torch.no_grad():
-            nonzero = sum(int(torch.count_nonzero(p)) for p, _ in self._keep)
-        total = sum(p.numel() for p, _ in self._keep)
+            nonzero = sum(int(torch.count_nonzero(t)) for t in tensors)
+        total = sum(t.numel() for t in tensors)
         return (total - nonzero) / total  # same expression as Ticket.sparsity: equal when enforced
 
     def _remove_hooks(self) -> None:
@@ -136,7 +155,7 @@ class TicketCallback(TrainerCallback):
         # are not, this folder is not the checkpoint the Trainer resumed from.
         with torch.no_grad():
             alive = sum(
-                int(torch.count_nonzero(p.detach()[~ticket.masks[n].to(p.device)]))
+                int(torch.count_nonzero(local_view(p).detach()[~local_mask(ticket.masks[n], p)]))
                 for n, p in ticket.parameters_of(model).items()
             )
         if alive:
