@@ -16,6 +16,7 @@ ZeRO-3 parameter is met.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -90,6 +91,24 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def join_uneven_inputs(*modules: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """Context for a training loop in which ranks may see different numbers of batches.
+
+    A DDP rank that runs out of batches keeps answering the others' gradient all-reduces
+    (``torch.distributed.algorithms.join.Join``) instead of leaving them waiting forever, and the
+    final weights are synchronised on exit. Unlike ``Accelerator.join_uneven_inputs`` this also
+    works on CPU (gloo). A no-op in one process or for modules not wrapped in DDP.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = [m for m in modules if isinstance(m, DistributedDataParallel)]
+    if not is_distributed() or not ddp:
+        return contextlib.nullcontext()
+    from torch.distributed.algorithms.join import Join
+
+    return Join(ddp)
 
 
 # ------------------------------------------------------------------- masks

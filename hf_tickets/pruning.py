@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from .distributed import full_weight, masks_from_main
+from .distributed import broadcast_object, full_weight, masks_from_main
 from .errors import TicketError
 from .strategies import get_strategy, num_to_prune
 from .targets import TargetSpec, base_model_of, resolve_targets
@@ -63,4 +63,6 @@ def prune(
             setattr(new_ticket.config, key, getattr(ticket.config, key))
     else:
         new_ticket.record_base(model)
+        # Like the masks, the main process's record of the base is the one every rank keeps.
+        new_ticket.fingerprint = broadcast_object(new_ticket.fingerprint)
     return new_ticket

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(script: str, *args, launcher: str = "torchrun", nproc: int = 2) -> subprocess.CompletedProcess:
+def launch(
+    script: str, *args, launcher: str = "torchrun", nproc: int = 2, timeout: float = LAUNCH_TIMEOUT
+) -> subprocess.CompletedProcess:
     """Run tests/dist_scripts/<script> on ``nproc`` processes; fail with its output if it fails or hangs."""
     port = str(free_port())
     if launcher == "torchrun":
@@ -64,10 +67,17 @@ def launch(script: str, *args, launcher: str = "torchrun", nproc: int = 2) -> su
         "PYTHONPATH": os.pathsep.join([str(SCRIPTS), os.environ.get("PYTHONPATH", "")]),
     }
     cmd = [str(c) for c in cmd] + [str(SCRIPTS / script)] + [str(a) for a in args]
+    # Own session: on a hang the launcher AND its workers are killed, not just the launcher.
+    process = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=SCRIPTS, start_new_session=True
+    )
     try:
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, cwd=SCRIPTS)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"{script} hung (> {LAUNCH_TIMEOUT} s):\n{(err.stderr or b'')[-4000:]}")
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{script} hung (> {timeout} s):\n{stderr[-4000:]}")
+    result = subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
     if result.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
@@ -194,3 +204,40 @@ def test_trainer_logs_true_loss_under_ddp_and_accumulation(tmp_path):
         for key in ("loss", "grad_norm"):
             assert run[name][key][0] == pytest.approx(2 * reference[key][0], rel=1e-5), (name, key)
             assert run[name][key] == pytest.approx([2 * v for v in reference[key]], rel=1e-2), (name, key)
+
+
+@pytest.mark.slow
+def test_ddp_plain_loop_identical_masks_zero_every_step_uneven_batches(tmp_path):
+    # A rank waiting in an all-reduce the other never joins would hang: 120 s is ~10x the run.
+    launch("ddp_plain_loop.py", tmp_path / "probe", tmp_path / "out", launcher="accelerate-multi", timeout=120)
+    r0, r1 = ranks(tmp_path / "probe")
+    assert r0["batches"] == [3, 3] and r1["batches"] == [2, 2]  # uneven, and no hang
+    for r in (r0, r1):
+        assert r["info"] == {"world_size": 2, "backend": "gloo", "requested_num_processes": 2}
+        assert r["zero_after_every_step"] and r["warning"] is None  # 2 asked, 2 running: no warning
+        assert r["round1_sparsity"] == 0.5
+    # Rank 1's weights were made to disagree before each pruning: rank 0's masks still won.
+    assert_same_tensors(r0["tensors"], r1["tensors"])  # masks and final (joined) weights
+    saved = hf_tickets.Ticket.from_pretrained(tmp_path / "out" / "round1")
+    assert all(torch.equal(m, r0["tensors"][f"mask.{n}"]) for n, m in saved.masks.items())
+
+
+@pytest.mark.slow
+def test_accelerate_cpu_launch_of_two_processes_warns_that_it_started_one(tmp_path):
+    result = launch("single_process_warning.py", tmp_path, launcher="accelerate-cpu")
+    assert not (tmp_path / "rank1.json").exists()  # accelerate really started a single process
+    (record,) = ranks(tmp_path, n=1)
+    assert record["world_size"] == 1 and record["num_processes"] == 1 and record["requested"] == 2
+    assert "2 processes were requested but this run has 1" in record["message"]
+    assert record["warned"] == [record["message"]]
+    assert "2 processes were requested but this run has 1" in result.stderr
+    assert "--multi_gpu --num_processes N" in result.stderr  # and how to get them
+
+
+def test_world_size_env_without_process_group_warns(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # launched as 2 processes, but nothing initialised torch.distributed
+    with pytest.warns(RuntimeWarning, match="2 processes were requested but this run has 1.*not initialised"):
+        message = distributed.warn_if_single_process_requested()
+    assert message is not None and distributed.distributed_info()["requested_num_processes"] == 2
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.warn_if_single_process_requested() is None
