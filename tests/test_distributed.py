@@ -241,3 +241,20 @@ def test_world_size_env_without_process_group_warns(monkeypatch):
     assert message is not None and distributed.distributed_info()["requested_num_processes"] == 2
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert distributed.warn_if_single_process_requested() is None
+
+
+@pytest.mark.slow
+def test_ddp_trainer_ticket_callback_checkpoints_and_resume(tmp_path):
+    out = tmp_path / "out"
+    launch("ddp_trainer_callback.py", tmp_path / "probe", out, launcher="accelerate-multi")
+    r0, r1 = ranks(tmp_path / "probe")
+    for r in (r0, r1):
+        # After every one of the 6 + 2 optimizer steps, no pruned weight is alive on this rank.
+        assert r["checks"] == [[step, 0] for step in range(1, 9)] and r["global_step"] == 8
+        assert r["resumed_ticket_equal"]  # both ranks took the checkpoint's ticket, not the one passed in
+    # Only rank 0 writes tickets: one per checkpoint.
+    assert r0["saves"] == [str(out / f"checkpoint-{s}") for s in (3, 6, 8)] and r1["saves"] == []
+    assert_same_tensors(r0["tensors"], r1["tensors"])  # masks and trained weights
+    saved = hf_tickets.Ticket.from_pretrained(out / "checkpoint-8")
+    assert saved.sparsity == pytest.approx(0.5, abs=1e-4)
+    assert all(torch.equal(m, r0["tensors"][f"mask.{n}"]) for n, m in saved.masks.items())
