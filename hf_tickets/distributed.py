@@ -21,6 +21,7 @@ import inspect
 import logging
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +32,6 @@ import torch.distributed as dist
 from .errors import TicketError
 from .fileio import pack_mask, unpack_mask
 from .targets import unwrap_model
-
-try:  # DTensor is what FSDP2 (fully_shard) and tensor parallelism make parameters into
-    from torch.distributed.tensor import DTensor, distribute_tensor
-except ImportError:  # pragma: no cover - builds without distributed support
-    DTensor = None
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +171,13 @@ def _broadcast_masks(masks: Masks | None, error: BaseException | None, src: int)
 
 # --------------------------------------------------------- sharded weights
 def is_dtensor(p: torch.Tensor) -> bool:
-    return DTensor is not None and isinstance(p, DTensor)
+    """A DTensor, as FSDP2 (``fully_shard``) and tensor parallelism make parameters into.
+
+    Importing ``torch.distributed.tensor`` takes ~0.5 s; no DTensor can exist before it is
+    imported, so it is only looked up, never imported, here.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(p, module.DTensor)
 
 
 def is_zero3(p: torch.Tensor) -> bool:
@@ -224,6 +226,8 @@ def local_mask(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     rank's slice of the flattened mask, padded with True (keep) like DeepSpeed pads the partition.
     """
     if is_dtensor(p):
+        from torch.distributed.tensor import distribute_tensor
+
         local = distribute_tensor(mask.to(p.device_mesh.device_type), p.device_mesh, p.placements, src_data_rank=None)
         return local.to_local().to(p.to_local().device)
     if is_zero3(p):
