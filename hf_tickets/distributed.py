@@ -368,11 +368,12 @@ def warn_if_single_process_requested() -> str | None:
     requested, actual = requested_num_processes(), world_size()
     if requested is None or requested <= actual:
         return None
-    why = (
-        "torch.distributed is not initialised in this process (create the Accelerator / TrainingArguments first)"
-        if not is_initialized()
-        else f"the process group has {actual} member(s)"
-    )
+    if is_initialized():
+        why = f"the process group has {actual} member(s)"
+    elif int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        why = "torch.distributed is not initialised in this process yet (create the Accelerator / TrainingArguments first)"
+    else:
+        why = "the launcher started a single process"
     message = (
         f"\n{'!' * 78}\n{requested} processes were requested but this run has {actual}: {why}.\n"
         "`accelerate launch --cpu --num_processes N` starts a single process. For N CPU processes use\n"

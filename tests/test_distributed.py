@@ -55,6 +55,8 @@ def launch(
         cmd = [VENV_BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", str(nproc), "--main_process_port", port]
     elif launcher == "accelerate-cpu":  # starts ONE process whatever --num_processes says
         cmd = [VENV_BIN / "accelerate", "launch", "--cpu", "--num_processes", str(nproc), "--main_process_port", port]
+    elif launcher.startswith("accelerate-config="):  # accelerate launch --config_file PATH
+        cmd = [VENV_BIN / "accelerate", "launch", "--config_file", launcher.partition("=")[2], "--main_process_port", port]
     elif launcher == "python":
         cmd = [sys.executable]
     else:
@@ -230,8 +232,23 @@ def test_accelerate_cpu_launch_of_two_processes_warns_that_it_started_one(tmp_pa
     assert record["world_size"] == 1 and record["num_processes"] == 1 and record["requested"] == 2
     assert "2 processes were requested but this run has 1" in record["message"]
     assert record["warned"] == [record["message"]]
-    assert "2 processes were requested but this run has 1" in result.stderr
+    assert "2 processes were requested but this run has 1: the launcher started a single process" in result.stderr
     assert "--multi_gpu --num_processes N" in result.stderr  # and how to get them
+
+
+@pytest.mark.slow
+def test_accelerate_multi_cpu_config_of_two_processes_warns_that_it_started_one(tmp_path):
+    # A MULTI_CPU config asking for 2 processes also starts one here; the count comes from the file.
+    config = tmp_path / "cpu2.yaml"
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nnum_machines: 1\nnum_processes: 2\n"
+        "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n"
+    )
+    launch("single_process_warning.py", tmp_path / "probe", launcher=f"accelerate-config={config}")
+    (record,) = ranks(tmp_path / "probe", n=1)
+    assert not (tmp_path / "probe" / "rank1.json").exists()
+    assert record["world_size"] == 1 and record["requested"] == 2
+    assert "2 processes were requested but this run has 1" in record["message"]
 
 
 def test_world_size_env_without_process_group_warns(monkeypatch):
