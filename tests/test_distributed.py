@@ -218,6 +218,8 @@ def test_ddp_plain_loop_identical_masks_zero_every_step_uneven_batches(tmp_path)
         assert r["info"] == {"world_size": 2, "backend": "gloo", "requested_num_processes": 2}
         assert r["zero_after_every_step"] and r["warning"] is None  # 2 asked, 2 running: no warning
         assert r["round1_sparsity"] == 0.5
+    assert r0["failed_prune"].startswith("TypeError") and "no_such_option" in r0["failed_prune"]
+    assert r1["failed_prune"].startswith("TicketError: rank 0 could not compute") and "no_such_option" in r1["failed_prune"]
     # Rank 1's weights were made to disagree before each pruning: rank 0's masks still won.
     assert_same_tensors(r0["tensors"], r1["tensors"])  # masks and final (joined) weights
     saved = hf_tickets.Ticket.from_pretrained(tmp_path / "out" / "round1")

@@ -63,6 +63,11 @@ for round_, sparsity in enumerate((0.3, 0.5)):
         ticket.save_pretrained(f"{out}/round{round_}")
     accelerator.wait_for_everyone()
 
+# A strategy that fails on the main process must fail on every rank, not leave the others waiting.
+try:
+    hf_tickets.prune(model, 0.5, strategy="random", no_such_option=1)
+except Exception as err:  # rank 0: the strategy's own TypeError; the others: a TicketError naming it
+    facts["failed_prune"] = f"{type(err).__name__}: {err}"
 facts["batches"] = batches
 facts["zero_after_every_step"] = all(zero_checks) and len(zero_checks) == sum(batches)
 weights = {f"weight.{n}": p.detach() for n, p in ticket.parameters_of(model).items()}
