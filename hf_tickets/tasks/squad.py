@@ -158,6 +158,18 @@ def build_features(examples: Dataset, tokenizer, *, train: bool, max_seq_length:
     if doc_stride >= max_seq_length:
         raise ValueError(f"doc_stride {doc_stride} must be smaller than max_seq_length {max_seq_length}")
     function = prepare_train_features if train else prepare_validation_features
+    try:
+        return _map_features(examples, function, tokenizer, max_seq_length, doc_stride, pad_to_max_length, train)
+    except BaseException as err:  # the Rust tokenizer panics (a BaseException) instead of raising
+        if "stride" not in str(err):
+            raise
+        raise ValueError(
+            f"doc_stride {doc_stride} leaves no room in max_seq_length {max_seq_length} for the context next to "
+            f"the longest questions; raise --max_seq_length or lower --doc_stride"
+        ) from None
+
+
+def _map_features(examples, function, tokenizer, max_seq_length, doc_stride, pad_to_max_length, train):
     return examples.map(
         partial(function, tokenizer=tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
                 pad_to_max_length=pad_to_max_length),

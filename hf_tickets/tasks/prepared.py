@@ -1,0 +1,181 @@
+"""A task ready to train: datasets, model class and head size, collator, and how to score it.
+
+Each recipe builds one ``PreparedTask`` (``prepare_glue``, ``prepare_squad``, ``prepare_mlm``,
+``prepare_movie_reviews``); the experiment runner then trains and evaluates it the same way for
+IMP, baselines and transfer. Evaluation goes through ``Trainer.evaluate`` / ``Trainer.predict``
+only, so the Trainer is never subclassed (the stock ``run_qa.py`` subclasses it for this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    default_data_collator,
+)
+
+from . import glue, metrics, mlm, squad
+
+
+@dataclass
+class PreparedTask:
+    name: str
+    model_class: type
+    model_kwargs: dict[str, Any]
+    train_dataset: Dataset | None
+    eval_datasets: dict[str, Dataset]  # metric_key_prefix -> dataset
+    data_collator: Callable | None
+    main_metric: str  # key in the evaluate() result, e.g. "eval_accuracy"
+    compute_metrics: Callable | None = None
+    preprocess_logits_for_metrics: Callable | None = None
+    evaluate_fn: Callable | None = None  # (trainer) -> metrics; default: Trainer.evaluate per eval set
+    datasets: list[str] = field(default_factory=list)  # for model cards
+
+    def evaluate(self, trainer) -> dict[str, float]:
+        if self.evaluate_fn is not None:
+            return self.evaluate_fn(trainer)
+        results: dict[str, float] = {}
+        for prefix, dataset in self.eval_datasets.items():
+            results.update(trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix))
+        return results
+
+
+def _truncate(dataset: Dataset | None, limit: int | None) -> Dataset | None:
+    if dataset is None or limit is None:
+        return dataset
+    return dataset.select(range(min(limit, len(dataset))))
+
+
+def _collator(tokenizer, pad_to_max_length: bool, fp16: bool = False):
+    if pad_to_max_length:
+        return default_data_collator
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if fp16 else None)
+
+
+def _classification(name, raw: DatasetDict, tokenizer, data_args, eval_splits, datasets) -> PreparedTask:
+    labels = glue.label_info(raw)
+    raw = DatasetDict({
+        split: _truncate(ds, data_args.max_train_samples if split == "train" else data_args.max_eval_samples)
+        for split, ds in raw.items()
+    })
+    task_name = name if name in glue.GLUE_TASKS else None
+    tokenized = glue.preprocess_glue(raw, tokenizer, task_name, data_args.max_seq_length, data_args.pad_to_max_length)
+    main = metrics.GLUE_MAIN_METRIC.get(name, "mse" if labels.is_regression else "accuracy")
+    return PreparedTask(
+        name=name,
+        model_class=AutoModelForSequenceClassification,
+        model_kwargs=labels.config_kwargs(),
+        train_dataset=tokenized.get("train"),
+        eval_datasets={prefix: tokenized[split] for split, prefix in eval_splits},
+        data_collator=_collator(tokenizer, data_args.pad_to_max_length),
+        main_metric=f"eval_{main}",
+        compute_metrics=metrics.glue_metric_fn(task_name, is_regression=labels.is_regression),
+        datasets=datasets,
+    )
+
+
+def prepare_glue(data_args, tokenizer, cache_dir: str | None = None) -> PreparedTask:
+    raw = glue.load_glue(
+        data_args.task_name,
+        train_file=data_args.train_file,
+        validation_file=data_args.validation_file,
+        validation_mismatched_file=getattr(data_args, "validation_mismatched_file", None),
+        dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        cache_dir=cache_dir,
+    )
+    raw = DatasetDict({k: v for k, v in raw.items() if not k.startswith("test")})
+    name = data_args.task_name or "custom"
+    eval_splits = glue.glue_eval_splits(data_args.task_name, raw)
+    dataset_id = f"nyu-mll/glue:{data_args.task_name}" if data_args.task_name else (data_args.dataset_name or "custom")
+    return _classification(name, raw, tokenizer, data_args, eval_splits, [dataset_id])
+
+
+def prepare_movie_reviews(data_args, tokenizer, seed: int = 0) -> PreparedTask:
+    """The embedded demo: Rotten Tomatoes sentences rated by humans (vaderSentiment's ground truth)."""
+    from .demo_data import load_movie_reviews
+
+    raw = load_movie_reviews(seed=seed)
+    return _classification("movie_reviews", raw, tokenizer, data_args, [("validation", "eval")], ["vaderSentiment:movieReviewSnippets"])
+
+
+def prepare_squad(data_args, tokenizer) -> PreparedTask:
+    if data_args.dataset_name is not None:
+        from datasets import load_dataset
+
+        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+    else:
+        raw = squad.load_squad_json(data_args.train_file, data_args.validation_file)
+    kwargs = dict(max_seq_length=data_args.max_seq_length, doc_stride=data_args.doc_stride,
+                  pad_to_max_length=data_args.pad_to_max_length)
+    train = None
+    if "train" in raw:
+        train = _truncate(squad.build_features(raw["train"], tokenizer, train=True, **kwargs), data_args.max_train_samples)
+    examples = _truncate(raw["validation"], data_args.max_eval_samples) if "validation" in raw else None
+    features = squad.build_features(examples, tokenizer, train=False, **kwargs) if examples is not None else None
+
+    def evaluate(trainer) -> dict[str, float]:
+        if features is None:
+            return {}
+        output = trainer.predict(squad.squad_eval_dataset(features), metric_key_prefix="eval")
+        _, scores = squad.squad_predictions_and_metrics(
+            examples, features, output.predictions, data_args.n_best_size, data_args.max_answer_length
+        )
+        return {**{k: v for k, v in output.metrics.items()}, **{f"eval_{k}": v for k, v in scores.items()}}
+
+    return PreparedTask(
+        name="squad",
+        model_class=AutoModelForQuestionAnswering,
+        model_kwargs={},
+        train_dataset=train,
+        eval_datasets={},
+        data_collator=_collator(tokenizer, data_args.pad_to_max_length),
+        main_metric="eval_f1",
+        evaluate_fn=evaluate,
+        datasets=[data_args.dataset_name or "rajpurkar/squad"],
+    )
+
+
+def prepare_mlm(data_args, tokenizer, seed: int = 0, cache_dir: str | None = None) -> PreparedTask:
+    if data_args.dataset_name is not None:
+        from datasets import load_dataset
+
+        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
+    else:
+        raw = mlm.load_text_files(data_args.train_file, data_args.validation_file,
+                                  data_args.validation_split_percentage, cache_dir=cache_dir)
+    grouped = mlm.tokenize_and_group(raw, tokenizer, data_args.max_seq_length)
+    train = _truncate(grouped.get("train"), data_args.max_train_samples)
+    validation = _truncate(grouped.get("validation"), data_args.max_eval_samples)
+
+    def evaluate(trainer) -> dict[str, float]:
+        # A freshly seeded collator masks the evaluation blocks identically in every IMP round.
+        training_collator = trainer.data_collator
+        trainer.data_collator = mlm.mlm_data_collator(tokenizer, data_args.mlm_probability, seed=seed)
+        try:
+            scores = trainer.evaluate(eval_dataset=validation, metric_key_prefix="eval")
+        finally:
+            trainer.data_collator = training_collator
+        scores["eval_perplexity"] = metrics.perplexity(scores["eval_loss"])
+        return scores
+
+    return PreparedTask(
+        name="mlm",
+        model_class=AutoModelForMaskedLM,
+        model_kwargs={},
+        train_dataset=train,
+        eval_datasets={"eval": validation} if validation is not None else {},
+        data_collator=mlm.mlm_data_collator(tokenizer, data_args.mlm_probability, seed=seed),
+        main_metric="eval_accuracy",
+        compute_metrics=metrics.mlm_metric_fn,
+        preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
+        evaluate_fn=evaluate,
+        datasets=[data_args.dataset_name or "wikitext"],
+    )
