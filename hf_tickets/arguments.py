@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .imp import IMPConfig
+
 
 @dataclass
 class ModelArguments:
@@ -84,27 +86,12 @@ class MLMDataArguments(_CommonDataArguments):
             raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
 
 
+
 @dataclass
-class TicketArguments:
-    """Ticket flags on top of the stock ones. Without any of them the recipe fine-tunes the dense model."""
+class TicketArguments(IMPConfig):
+    """The IMP settings (``IMPConfig``) plus transfer. By default a recipe searches for a ticket with the
+    paper's protocol; ``--imp_rounds 0`` only fine-tunes the dense model; ``--ticket`` transfers one."""
 
     ticket: str | None = field(default=None, metadata={"help": "Transfer: apply this ticket (directory or Hub repo) to θ0 and fine-tune; no pruning."})
-    ticket_revision: str | None = field(default=None, metadata={"help": "Hub revision of --ticket."})
-    imp_rounds: int | None = field(default=None, metadata={"help": "Number of pruning rounds (default: until --target_sparsity)."})
-    target_sparsity: float | None = field(default=None, metadata={"help": "Stop IMP at this sparsity (the paper goes to 0.9)."})
-    prune_fraction: float = field(default=0.1, metadata={"help": "Fraction of the remaining weights pruned per round (paper: 0.1)."})
-    sparsity_schedule: str | None = field(default=None, metadata={"help": "Explicit sparsities per round, e.g. '0.1,0.2,0.3' (the paper's code)."})
-    rewind: str = field(default="init", metadata={"help": "Rewind survivors to θ0 ('init') or to θ_i after --rewind_steps ('step').", "choices": ["init", "step"]})
-    rewind_steps: int = field(default=0, metadata={"help": "i for --rewind step."})
-    strategy: str = field(default="global_magnitude", metadata={"help": "Pruning strategy: global_magnitude, layerwise_magnitude, random."})
-    targets: str = field(default="auto", metadata={"help": "Which weights: auto (encoder matrices), encoder+pooler, encoder+embeddings, all, or a regex."})
-    baseline: str = field(default="none", metadata={"help": "Baseline instead of IMP.", "choices": ["none", "random_pruning", "random_reinit", "standard_pruning"]})
-    reference_dir: str | None = field(default=None, metadata={"help": "random_reinit: the IMP run whose masks to reuse."})
-    early_bird: bool = field(default=False, metadata={"help": "Stop a round's training once the mask it would prune stops changing."})
-    early_bird_threshold: float = field(default=0.05, metadata={"help": "Early-bird: largest fraction of differing mask bits that counts as stable."})
-    matching_tolerance: float | None = field(default=None, metadata={"help": "A ticket matches when within this of the full model's score (default: the full model's std, else 0.01)."})
-    full_model_std: float | None = field(default=None, metadata={"help": "Std over seeds of the full model's score, if known."})
-
-    @property
-    def searches(self) -> bool:
-        return any(v is not None for v in (self.imp_rounds, self.target_sparsity, self.sparsity_schedule)) or self.baseline != "none"
+    ticket_revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of --ticket."})
+    matching_metric: str | None = field(default=None, metadata={"help": "Metric that decides matching (default: the task's, e.g. eval_matthews_correlation for CoLA)."})

@@ -23,6 +23,7 @@ from .arguments import ModelArguments, TicketArguments
 from .callback import TicketCallback
 from .distributed import distributed_info, is_main_process, use_true_loss, warn_if_single_process_requested
 from .fileio import atomic_write_json
+from .imp import IMPConfig, IMPManager
 from .tasks.prepared import PreparedTask
 from .ticket import Ticket
 
@@ -107,8 +108,9 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
     level = training_args.get_process_log_level()
-    for lib_logger in (logging.getLogger("hf_tickets"), logger):
-        lib_logger.setLevel(level)
+    # One readable line per IMP round is the point of the run: INFO on the main process by default.
+    ours = logging.INFO if training_args.log_level == "passive" and training_args.should_log else level
+    logging.getLogger("hf_tickets").setLevel(ours)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
 
@@ -151,12 +153,52 @@ def run_recipe(model_args, task: PreparedTask, training_args, ticket_args: Ticke
         ticket = Ticket.from_pretrained(ticket_args.ticket, revision=ticket_args.ticket_revision,
                                         cache_dir=model_args.cache_dir)
         return transfer(model_args, task, training_args, ticket, tokenizer, source=ticket_args.ticket)
-    if ticket_args.searches:
-        from .imp_trainer import run_imp_search
-
+    if ticket_args.imp_rounds != 0:
         return run_imp_search(model_args, task, training_args, ticket_args, tokenizer)
     model = load_theta0(model_args, task, seed=training_args.seed)
     metrics = fine_tune(model, task, training_args, tokenizer=tokenizer)
     if is_main_process():
         atomic_write_json(Path(training_args.output_dir) / "all_results.json", metrics)
     return metrics
+
+
+def imp_config(ticket_args, task: PreparedTask) -> IMPConfig:
+    """The ``IMPConfig`` part of the recipe's ticket arguments, matching on the task's metric by default."""
+    values = {f.name: getattr(ticket_args, f.name) for f in dataclasses.fields(IMPConfig)}
+    values["matching_metric"] = values["matching_metric"] or task.main_metric
+    return IMPConfig(**values)
+
+
+def run_imp_search(model_args, task: PreparedTask, training_args, ticket_args, tokenizer=None) -> dict:
+    """IMP (or a baseline) with one fresh Trainer per round; exports the found ticket with its card."""
+    config = imp_config(ticket_args, task)
+    model = load_theta0(model_args, task, seed=training_args.seed)
+    manager = IMPManager(model, config, output_dir=training_args.output_dir)
+
+    def build(model, rnd):
+        return build_trainer(model, task, round_training_args(training_args, rnd.checkpoint_dir), tokenizer=tokenizer)
+
+    results = manager.run_with_trainer(build, evaluate=task.evaluate if training_args.do_eval else None)
+    if is_main_process() and results["rounds"]:
+        export_found_ticket(manager, task, model_args.model_name_or_path)
+    return results
+
+
+def export_found_ticket(manager: IMPManager, task: PreparedTask, base_model: str) -> Path:
+    """``output_dir/ticket``: the matching ticket (else the sparsest trained), its card and plot."""
+    from .cards import plot_results, ticket_card
+
+    results = manager.results
+    chosen = (results.get("matching") or {}).get("round") or None  # round 0 is the dense model, not a ticket
+    index = chosen if chosen is not None else results["rounds"][-1]["round"]
+    ticket = manager.round_ticket(index)
+    ticket.config.base_model = ticket.config.base_model or base_model
+    ticket.config.provenance.update(task=task.name, datasets=task.datasets, matching=chosen is not None)
+    out = Path(manager.output_dir) / "ticket"
+    ticket.save_pretrained(out)
+    plot = plot_results(ticket, results["rounds"], out / "sparsity_vs_score.png")
+    card = ticket_card(ticket, results=results["rounds"], plot_path=plot.name if plot else None)
+    card.save(out / "README.md")
+    logger.info("ticket of round %d (sparsity %.3f, %s) written to %s", index, ticket.sparsity,
+                "matching" if chosen is not None else "not matching", out)
+    return out
