@@ -166,7 +166,8 @@ def _broadcast_masks(masks: Masks | None, error: BaseException | None, src: int)
         return {name: m.detach().cpu() for name, m in masks.items()}
     flat = unpack_mask(packed.cpu(), [total])
     sizes = [math.prod(shape) for _, shape in shapes]
-    return {name: part.reshape(shape) for (name, shape), part in zip(shapes, flat.split(sizes))}
+    # Own storage per mask (split gives views of one buffer, which e.g. safetensors refuses to save).
+    return {name: part.reshape(shape).clone() for (name, shape), part in zip(shapes, flat.split(sizes))}
 
 
 # --------------------------------------------------------- sharded weights
