@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: tuple[str, ...] = ("hf_tickets.hub", "hf_tickets.sparse_checkpoint", "hf_tickets.compare")
+COMMAND_MODULES: tuple[str, ...] = ("hf_tickets.hub", "hf_tickets.sparse_checkpoint", "hf_tickets.compare", "hf_tickets.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    status = args.func(args)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

