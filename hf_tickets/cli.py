@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: tuple[str, ...] = ("hf_tickets.hub", "hf_tickets.sparse_checkpoint", "hf_tickets.compare", "hf_tickets.demo")
+COMMAND_MODULES: tuple[str, ...] = ("hf_tickets.hub", "hf_tickets.sparse_checkpoint", "hf_tickets.compare", "hf_tickets.demo", "hf_tickets.transfer")
 
 
 def build_parser() -> argparse.ArgumentParser:
