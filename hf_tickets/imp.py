@@ -236,9 +236,10 @@ class IMPManager:
     def apply_masks(self) -> None:
         """Re-zero the pruned weights; call after every ``optimizer.step()`` (counts the step)."""
         rnd = self._require_round()
-        with torch.no_grad():
-            for view, keep in rnd._keep:
-                view.mul_(keep)  # x * 0 is exactly 0 whatever AdamW's weight decay or momentum did
+        if rnd.ticket.num_pruned:
+            with torch.no_grad():
+                for view, keep in rnd._keep:
+                    view.mul_(keep)  # x * 0 is exactly 0 whatever AdamW's weight decay or momentum did
         rnd.step_completed(rnd.steps + 1)
 
     def run_with_trainer(self, build_trainer: Callable[[nn.Module, IMPRound], Any],
