@@ -47,8 +47,13 @@ def run_demo(args: argparse.Namespace) -> dict:
     from .experiment import load_tokenizer, run_imp_search
     from .tasks.prepared import prepare_movie_reviews
 
+    import datasets
+    import transformers
+
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
     logging.getLogger("hf_tickets").setLevel(logging.INFO)
+    transformers.utils.logging.set_verbosity_error()  # the new classifier head's load report is expected
+    datasets.disable_progress_bars()
     start = time.perf_counter()
     output_dir = Path(args.output_dir)
     model_args = ModelArguments(model_name_or_path=minilm_path())
