@@ -18,6 +18,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import __version__
+from .results import LEADING_KEYS, REFERENCE_KEYS, TRAILING_KEYS
 from .tasks.metrics import GLUE_MAIN_METRIC, MAIN_METRIC
 from .ticket import Ticket
 
@@ -26,7 +27,8 @@ TAGS = ["lottery-ticket", "pruning", "sparse"]
 SECTION_RE = re.compile(r"<!-- hf_tickets:section:(\w+) -->.*?<!-- /hf_tickets:section:\1 -->", re.DOTALL)
 
 # Keys of a results row that are not metrics.
-_NOT_METRICS = {"round", "sparsity", "baseline", "full_score", "full_std", "epoch", "step", "seed"}
+# IMP rows also carry bookkeeping (train time, steps, early-bird savings): not scores.
+_NOT_METRICS = {"epoch", "step", "seed", *LEADING_KEYS, *TRAILING_KEYS, *REFERENCE_KEYS}
 _NOT_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 # The class the usage snippet loads the base model with, per Hub task type.
 _AUTO_CLASS = {

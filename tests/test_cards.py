@@ -123,3 +123,11 @@ def test_plot_is_a_png_with_ticket_and_baseline_lines(tmp_path):
     assert plain.read_bytes() != out.read_bytes()
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_sparsity_vs_score(RESULTS, "eval_f1", tmp_path / "none.png")
+
+
+def test_imp_bookkeeping_columns_are_not_reported_as_metrics():
+    from hf_tickets.cards import metric_names
+
+    rows = [{"round": 0, "sparsity": 0.0, "eval_accuracy": 0.9, "train_time_s": 3.0, "train_steps": 10,
+             "planned_steps": 10, "early_bird_steps_saved": 0, "full_score": 0.9, "full_std": None}]
+    assert metric_names(rows) == ["eval_accuracy"]
