@@ -273,6 +273,50 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy full (unsharded) tensors, e.g. θ0 from ``full_state_dict``, into ``model``: each rank into its shard.
+
+    The counterpart of ``full_state_dict`` for rewinding a sharded model. No communication: every
+    rank must hold the same ``state``. Names ``state`` lacks are left alone (tied weights).
+    """
+    model = unwrap_model(model)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if name not in state:
+                continue
+            value = state[name]
+            if tuple(value.shape) != tuple(full_shape(tensor)):
+                raise TicketError(f"{name}: the state has shape {tuple(value.shape)}, the model {tuple(full_shape(tensor))}")
+            if is_dtensor(tensor):
+                from torch.distributed.tensor import distribute_tensor
+
+                piece = distribute_tensor(
+                    value.to(tensor.device_mesh.device_type), tensor.device_mesh, tensor.placements, src_data_rank=None
+                ).to_local()
+                tensor.to_local().copy_(piece)
+            elif is_zero3(tensor):
+                _load_zero3(tensor, value)
+            else:
+                tensor.copy_(value)
+
+
+def _load_zero3(p: torch.Tensor, value: torch.Tensor) -> None:
+    """This rank's slice of ``value`` into every copy DeepSpeed keeps of ``p`` (see ``zero_pruned_``)."""
+    partition = p.ds_tensor
+    size = partition.ds_numel if hasattr(partition, "ds_numel") else partition.numel()
+    start = size * dist.get_rank(group=p.ds_process_group)
+    piece = torch.zeros(size, dtype=partition.dtype)
+    flat = value.reshape(-1)[start : start + size]
+    piece[: flat.numel()] = flat
+    partition.copy_(piece)
+    if p.data.numel() == value.numel():  # gathered (persistent) parameter
+        p.data.copy_(value.reshape(p.data.shape))
+    if getattr(p, "_z3_optimizer", None) is not None and p.requires_grad:
+        from deepspeed.utils import safe_set_local_fp32_param
+
+        safe_set_local_fp32_param(p, piece.float())
+
+
 # --------------------------------------------------------------- launching
 def _num_processes_in_argv(argv: list[str]) -> int | None:
     """``--num_processes N`` / ``--num-processes=N`` (or an argparse abbreviation) in an ``accelerate launch`` line."""

@@ -160,6 +160,7 @@ def test_fsdp2_sharded_ticket_equals_unsharded(tmp_path):
         assert r["sharded_types"] == ["DTensor"]
         assert r["round1_equal"] and r["round2_equal"] and r["toy_equal"] and r["fingerprint_equal"]
         assert r["loaded_ticket_equal"] and r["checkpoint_tensors"] > 0
+        assert r["rewound"]  # θ0 loaded shard by shard with load_full_state_dict
     assert_same_tensors(r0["tensors"], r1["tensors"])
     # Shards really were uneven / empty: 37-row intermediate weights split 19 + 18; [1, 4] split 1 + 0.
     assert 19 in r0["round1_shard_rows"] and 18 in r1["round1_shard_rows"]
@@ -181,6 +182,7 @@ def test_deepspeed_zero3_sharded_ticket_equals_unsharded(tmp_path):
     for r in (r0, r1):
         assert r["all_partitioned"] and r["round1_equal"] and r["fingerprint_equal"] and r["round2_equal"]
         assert r["master_masked"] and r["kept_weights_trained"]
+        assert r["rewound"] and r["rewound_master"]  # θ0 into partition, gathered copy and fp32 master
         assert r["alive_after_steps"] == [0, 0, 0]
         assert r["gathered_after_step"] == [False, True]  # both partitioned and persistent parameters met
     assert_same_tensors(r0["tensors"], r1["tensors"])

@@ -17,7 +17,14 @@ from torch.distributed.tensor import distribute_tensor
 from transformers import BertForMaskedLM
 
 import hf_tickets
-from hf_tickets.distributed import full_state_dict, full_weight, is_main_process, local_mask, local_view
+from hf_tickets.distributed import (
+    full_state_dict,
+    full_weight,
+    is_main_process,
+    load_full_state_dict,
+    local_mask,
+    local_view,
+)
 
 probe, out = sys.argv[1], sys.argv[2]
 dist.init_process_group("gloo")
@@ -49,6 +56,7 @@ torch.manual_seed(0)
 # 37 rows: uneven shards (19 + 18). No dropout: sharded and unsharded training must see the same net.
 model = tiny_model(BertForMaskedLM, intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 reference = copy.deepcopy(model)  # unsharded twin with the same weights
+reference_theta0 = copy.deepcopy(model)
 for layer in model.bert.encoder.layer:
     fully_shard(layer)
 fully_shard(model)
@@ -96,6 +104,17 @@ ticket2 = hf_tickets.prune(model, 0.8, ticket=ticket)
 ref_ticket2 = hf_tickets.prune(same_weights, 0.8, ticket=ticket)
 facts["round2_equal"] = ticket2.equals(ref_ticket2)
 assert facts["round2_equal"]
+
+# Rewind (IMP): θ0 loaded into the sharded model, each rank into its shard, then round 2's ticket.
+theta0 = full_state_dict(reference_theta0)
+load_full_state_dict(model, theta0)
+ticket2.apply(model)
+pruned_by = {f"bert.{n}": mask for n, mask in ticket2.masks.items()}  # model names -> round 2's masks
+facts["rewound"] = all(
+    torch.equal(full_weight(p), theta0[name] * pruned_by[name] if name in pruned_by else theta0[name])
+    for name, p in model.named_parameters()
+)
+assert facts["rewound"]
 
 # Ordinary files: the ticket and a dense checkpoint, written by rank 0 only.
 if is_main_process():

@@ -17,7 +17,16 @@ from deepspeed.utils import safe_get_local_fp32_param
 from transformers import BertForMaskedLM
 
 import hf_tickets
-from hf_tickets.distributed import full_shape, full_weight, is_main_process, is_zero3, local_mask, local_view, zero_pruned_
+from hf_tickets.distributed import (
+    full_shape,
+    full_weight,
+    is_main_process,
+    is_zero3,
+    load_full_state_dict,
+    local_mask,
+    local_view,
+    zero_pruned_,
+)
 
 probe, out = sys.argv[1], sys.argv[2]
 deepspeed.init_distributed(dist_backend="gloo")
@@ -26,6 +35,7 @@ facts = {}
 torch.manual_seed(0)
 model = tiny_model(BertForMaskedLM, intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 reference = copy.deepcopy(model)
+theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
 # Parameters under the persistence threshold stay gathered between steps: here the 32x32 ones
 # (1024 weights) do, the 37x32 intermediate ones (1184) are partitioned again after each use.
 zero = {"stage": 3, "stage3_param_persistence_threshold": 1100}
@@ -74,8 +84,17 @@ changed = sum(int((full_weight(p) != ticket.parameters_of(reference)[n].detach()
 facts["kept_weights_trained"] = changed > 0
 
 ticket2 = hf_tickets.prune(net, 0.8, ticket=ticket)
+
+# Rewind (IMP): θ0 into every copy DeepSpeed keeps (partition, gathered persistent weight, fp32 master).
+trained = {n: full_weight(p) for n, p in net.named_parameters()}
+load_full_state_dict(net, theta0)
+facts["rewound"] = all(torch.equal(full_weight(p), theta0[n]) for n, p in net.named_parameters())
+facts["rewound_master"] = all(
+    torch.equal(safe_get_local_fp32_param(p), local_view(p)) for p in net.parameters() if p.requires_grad
+)
+load_full_state_dict(net, trained)  # back to the trained weights for the comparison below
 same_weights = copy.deepcopy(reference)
-same_weights.load_state_dict({n: full_weight(p) for n, p in net.named_parameters()}, strict=False)
+same_weights.load_state_dict(trained, strict=False)
 ref_ticket2 = hf_tickets.prune(same_weights, 0.8, ticket=ticket)
 facts["round2_equal"] = ticket2.equals(ref_ticket2)
 
