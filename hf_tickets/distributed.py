@@ -262,26 +262,29 @@ def zero_pruned_(p: torch.Tensor, mask: torch.Tensor) -> None:
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer of ``model`` whole, on CPU: what ``save_pretrained(state_dict=...)`` writes.
+    """``model.state_dict()`` with every tensor whole, on CPU: what ``save_pretrained(state_dict=...)`` writes.
 
+    Same keys as ``state_dict()`` (tied weights under each name, no non-persistent buffers).
     Collective when the model is sharded (every rank must call it); only the main process should
-    save the result. Plain models give their tensors without copying them off CPU.
+    save the result. Tensors of a plain model on CPU are returned as they are, NOT copied: clone
+    them to keep a snapshot that training must not change.
     """
     model = unwrap_model(model)
-    state = {name: full_weight(p).cpu() for name, p in model.named_parameters()}
-    state.update({name: full_weight(b).cpu() for name, b in model.named_buffers()})
-    return state
+    # The Parameter objects themselves: ZeRO-3's state_dict() holds empty stand-ins without ds_* attributes.
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    return {name: full_weight(tensors[name]).cpu() for name in model.state_dict()}
 
 
 def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy full (unsharded) tensors, e.g. θ0 from ``full_state_dict``, into ``model``: each rank into its shard.
 
     The counterpart of ``full_state_dict`` for rewinding a sharded model. No communication: every
-    rank must hold the same ``state``. Names ``state`` lacks are left alone (tied weights).
+    rank must hold the same ``state``. Tensors whose names ``state`` lacks are left alone.
     """
     model = unwrap_model(model)
     with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
             if name not in state:
                 continue
             value = state[name]

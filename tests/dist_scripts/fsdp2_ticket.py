@@ -98,6 +98,7 @@ for step in range(3):
 
 # IMP round 2 on the trained weights: sharded vs the unsharded model given exactly those weights.
 state = full_state_dict(model)
+assert state.keys() == reference.state_dict().keys()  # tied weights under both names, as save_pretrained expects
 same_weights = copy.deepcopy(reference)
 same_weights.load_state_dict(state, strict=False)  # tied decoder weight comes from the embeddings
 ticket2 = hf_tickets.prune(model, 0.8, ticket=ticket)
