@@ -276,13 +276,19 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: full_weight(tensors[name]).cpu() for name in model.state_dict()}
 
 
-def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], strict: bool = True) -> None:
     """Copy full (unsharded) tensors, e.g. θ0 from ``full_state_dict``, into ``model``: each rank into its shard.
 
-    The counterpart of ``full_state_dict`` for rewinding a sharded model. No communication: every
-    rank must hold the same ``state``. Tensors whose names ``state`` lacks are left alone.
+    The counterpart of ``full_state_dict`` for rewinding a sharded model; ``load_state_dict`` for a
+    plain one. No communication: every rank must hold the same ``state``. ``strict``: its keys
+    must be exactly ``model.state_dict()``'s (else tensors it lacks are left alone).
     """
     model = unwrap_model(model)
+    if strict:
+        expected = model.state_dict().keys()
+        missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+        if missing or unexpected:
+            raise TicketError(f"state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
         for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
             if name not in state:

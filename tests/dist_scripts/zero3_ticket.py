@@ -19,6 +19,7 @@ from transformers import BertForMaskedLM
 import hf_tickets
 from hf_tickets.distributed import (
     full_shape,
+    full_state_dict,
     full_weight,
     is_main_process,
     is_zero3,
@@ -35,7 +36,7 @@ facts = {}
 torch.manual_seed(0)
 model = tiny_model(BertForMaskedLM, intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 reference = copy.deepcopy(model)
-theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+theta0 = {n: t.clone() for n, t in model.state_dict().items()}
 # Parameters under the persistence threshold stay gathered between steps: here the 32x32 ones
 # (1024 weights) do, the 37x32 intermediate ones (1184) are partitioned again after each use.
 zero = {"stage": 3, "stage3_param_persistence_threshold": 1100}
@@ -86,7 +87,7 @@ facts["kept_weights_trained"] = changed > 0
 ticket2 = hf_tickets.prune(net, 0.8, ticket=ticket)
 
 # Rewind (IMP): θ0 into every copy DeepSpeed keeps (partition, gathered persistent weight, fp32 master).
-trained = {n: full_weight(p) for n, p in net.named_parameters()}
+trained = {n: t.clone() for n, t in full_state_dict(net).items()}
 load_full_state_dict(net, theta0)
 facts["rewound"] = all(torch.equal(full_weight(p), theta0[n]) for n, p in net.named_parameters())
 facts["rewound_master"] = all(
