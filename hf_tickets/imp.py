@@ -54,7 +54,18 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .distributed import barrier, broadcast_object, distributed_info, full_weight, is_main_process, local_mask, local_view
+from .distributed import (
+    barrier,
+    broadcast_object,
+    distributed_info,
+    full_state_dict,
+    full_weight,
+    is_dtensor,
+    is_main_process,
+    load_full_state_dict,
+    local_mask,
+    local_view,
+)
 from .errors import TicketError
 from .fileio import atomic_write, atomic_write_json
 from .pruning import prune
@@ -389,7 +400,7 @@ class IMPManager:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.imp_seed + REINIT_SEED_OFFSET)
             fresh = type(self._module)(self._module.config)
-        self._module.load_state_dict(fresh.state_dict())
+        load_full_state_dict(self._module, fresh.state_dict())
         similarity = base_ticket.base_similarity(self.model)
         if similarity is not None and similarity >= FINGERPRINT_MIN_SIMILARITY:
             raise TicketError(f"the random re-initialisation is still the pre-trained weights (similarity {similarity:.2f})")
@@ -425,7 +436,7 @@ class IMPManager:
         else:
             start = self.theta0  # every weight, the task head's initial random init included
         with torch.no_grad():
-            self._module.load_state_dict(start)
+            load_full_state_dict(self._module, start)  # sharded models: each rank into its shard
         self._ticket.apply(self.model, verify_base=self._verify_base)
         from transformers import set_seed
 
@@ -434,7 +445,10 @@ class IMPManager:
         params = self._ticket.parameters_of(self.model)
         rnd._keep = [(local_view(p), local_mask(self._ticket.masks[n], p).to(torch.uint8)) for n, p in params.items()]
         if mask_gradients and self._ticket.num_pruned:
-            rnd._hooks = [p.register_post_accumulate_grad_hook(_grad_masker(keep)) for (_, keep), p in zip(rnd._keep, params.values())]
+            # As in TicketCallback: sharded parameters get their gradients from FSDP/DeepSpeed, not
+            # from autograd accumulation, so only whole ones are hooked; all are re-zeroed after steps.
+            rnd._hooks = [p.register_post_accumulate_grad_hook(_grad_masker(keep))
+                          for (_, keep), p in zip(rnd._keep, params.values()) if not is_dtensor(p)]
         self._round = rnd
         return rnd
 
@@ -578,8 +592,11 @@ class IMPManager:
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Every weight and persistent buffer, copied to CPU (``copy=True``: never a view of the live tensor)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
+    """Every weight and persistent buffer, whole (gathered if sharded: collective), copied to CPU.
+
+    ``copy=True``: never a view of the live tensor, which training would change.
+    """
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in full_state_dict(module).items()}
 
 
 def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:

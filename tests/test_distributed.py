@@ -173,6 +173,18 @@ def test_fsdp2_sharded_ticket_equals_unsharded(tmp_path):
 
 
 @pytest.mark.slow
+def test_fsdp2_imp_manager_rewinds_shards_and_finds_the_unsharded_tickets(tmp_path):
+    launch("fsdp2_imp.py", tmp_path / "probe", tmp_path / "out")
+    r0, r1 = ranks(tmp_path / "probe")
+    for r in (r0, r1):
+        assert r["types"] == [["Parameter"], ["DTensor"]]  # the second run really was sharded
+        assert r["rewound"] and r["zero_after_every_step"] and r["theta0_file_whole"]
+        assert r["tickets_equal"] == [True, True, True]
+    assert_same_tensors(r0["tensors"], r1["tensors"])
+    assert {k.split(".")[0] for k in r0["tensors"]} == {"plain", "sharded"}
+
+
+@pytest.mark.slow
 def test_deepspeed_zero3_sharded_ticket_equals_unsharded(tmp_path):
     # deepspeed is required (the `distributed` extra), never skipped: an ImportError fails the test.
     import deepspeed  # noqa: F401

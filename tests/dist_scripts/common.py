@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tiny.py
@@ -34,3 +35,11 @@ def dump(probe: str | os.PathLike, record: dict, tensors: dict[str, torch.Tensor
 
 def masks_of(ticket, prefix: str = "") -> dict[str, torch.Tensor]:
     return {prefix + name: mask for name, mask in ticket.masks.items()}
+
+
+def finish() -> None:
+    """Leave the process group together. A rank that exits while its peer still holds gloo
+    connections can make the peer abort ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from common import dump, masks_of, tiny_model
+from common import dump, finish, masks_of, tiny_model
 from transformers import BertForSequenceClassification
 
 from hf_tickets.distributed import join_uneven_inputs, rank
@@ -97,3 +97,4 @@ else:
     masks = resumed["masks"]
 facts["writes"] = writes
 dump(f"{probe}/{phase}", facts, masks)
+finish()

@@ -10,7 +10,7 @@ import sys
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from common import dump, masks_of, tiny_model
+from common import dump, finish, masks_of, tiny_model
 from transformers import BertForSequenceClassification
 
 import hf_tickets
@@ -72,3 +72,4 @@ facts["batches"] = batches
 facts["zero_after_every_step"] = all(zero_checks) and len(zero_checks) == sum(batches)
 weights = {f"weight.{n}": p.detach() for n, p in ticket.parameters_of(model).items()}
 dump(probe, facts, {**masks_of(ticket, "mask."), **weights})
+finish()

@@ -8,7 +8,7 @@ a checkpoint continues with its ticket on both ranks.
 import sys
 
 import torch
-from common import dump, masks_of, tiny_model
+from common import dump, finish, masks_of, tiny_model
 from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
 import hf_tickets
@@ -83,3 +83,4 @@ facts = {
 }
 weights = {f"weight.{n}": p.detach() for n, p in second.ticket.parameters_of(trainer.model).items()}
 dump(probe, facts, {**masks_of(second.ticket, "mask."), **weights})
+finish()

@@ -10,7 +10,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-from common import dump, masks_of, tiny_model
+from common import dump, finish, masks_of, tiny_model
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import distribute_tensor
@@ -143,4 +143,4 @@ toy_ref_ticket.apply(toy_reference)
 check_applied(toy_ticket, toy, toy_reference, "toy")
 
 dump(probe, facts, {**masks_of(ticket, "round1."), **masks_of(ticket2, "round2."), **masks_of(toy_ticket, "toy.")})
-dist.destroy_process_group()
+finish()

@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from accelerate import Accelerator
-from common import dump
+from common import dump, finish
 
 from hf_tickets.distributed import requested_num_processes, warn_if_single_process_requested, world_size
 
@@ -23,3 +23,4 @@ dump(sys.argv[1], {
     "num_processes": accelerator.num_processes,
     "requested": requested_num_processes(),
 })
+finish()

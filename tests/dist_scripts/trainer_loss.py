@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from common import tiny_model
+from common import finish, tiny_model
 from transformers import BertForSequenceClassification, Trainer, TrainingArguments
 
 from hf_tickets.distributed import is_main_process, use_true_loss, world_size
@@ -67,3 +67,4 @@ if int(os.environ.get("WORLD_SIZE", 1)) == 1:  # the process group starts with T
 else:
     run("ddp_stock", 2, 1, fix=False)
     run("ddp_fixed", 2, 1, fix=True)
+finish()

@@ -12,7 +12,7 @@ import sys
 import deepspeed
 import torch
 import torch.distributed as dist
-from common import dump, masks_of, tiny_model
+from common import dump, finish, masks_of, tiny_model
 from deepspeed.utils import safe_get_local_fp32_param
 from transformers import BertForMaskedLM
 
@@ -104,3 +104,4 @@ if is_main_process():
     ref_ticket2.save_pretrained(f"{out}/ref_ticket")
 dist.barrier()
 dump(probe, facts, {**masks_of(ticket, "round1."), **masks_of(ticket2, "round2.")})
+finish()
