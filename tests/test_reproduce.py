@@ -1,0 +1,259 @@
+"""benchmarks/reproduce.py and reproduce_report.py: the report from synthetic run folders, the plan's resumability
+and budget. No training: the run folders are written here with scores chosen so that every answer is known."""
+
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reproduce  # noqa: E402
+import reproduce_report  # noqa: E402
+
+SETTINGS = dataclasses.replace(reproduce.SMOKE, name="synthetic", tasks=["cola", "mrpc"], seeds=[42, 43, 44],
+                               sparsity_schedule="0.2,0.5,0.7,0.9")
+SPARSITIES = [0.2, 0.5, 0.7, 0.9]
+DRIFT = 2e-8  # pruning reaches the scheduled sparsity only up to float error, e.g. 0.9000000188
+METRIC = {"cola": "eval_matthews_correlation", "mrpc": "eval_accuracy", "mlm": "eval_accuracy"}
+TITLE = {"cola": "CoLA", "mrpc": "MRPC", "mlm": "MLM"}
+PAPER = {"cola": 0.5, "mrpc": 0.5, "mlm": 0.7}  # Chen et al. Table 2: the fallback source sparsity for transfers
+FULL = {"cola": {42: 0.40, 43: 0.50, 44: 0.60}, "mrpc": {42: 0.70, 43: 0.74, 44: 0.72}, "mlm": {42: 0.50}}
+# Pruned rounds' scores (sparsity 0.2, 0.5, 0.7, 0.9). CoLA's IMP curve leaves the band at 50% and comes back at 70%;
+# MRPC's IMP never reaches its band (its transfers fall back to the paper's 50%); MLM has one seed (1% band).
+CURVES = {
+    "cola": {"imp": [0.45, 0.30, 0.42, 0.10], "random_pruning": [0.50, 0.20, 0.10, 0.20],
+             "standard_pruning": [0.55, 0.50, 0.45, 0.30], "early_bird": [0.44, 0.41, 0.20, 0.10]},
+    "mrpc": {"imp": [0.66, 0.65, 0.62, 0.55], "random_pruning": [0.60, 0.66, 0.50, 0.56],
+             "standard_pruning": [0.71, 0.70, 0.69, 0.60], "early_bird": [0.71, 0.60, 0.60, 0.50]},
+    "mlm": {"imp": [0.499, 0.49, 0.30, 0.10]},
+}
+IMP_STEPS, EB_STEPS = [100, 100, 100, 100, 100], [100, 60, 55, 50, 40]
+TRANSFERS = {("mlm", "cola"): 0.41, ("mlm", "mrpc"): 0.69, ("cola", "mrpc"): 0.71, ("mrpc", "cola"): 0.35}
+
+
+def full_stats(task):
+    scores = list(FULL[task].values())
+    return statistics.fmean(scores), statistics.stdev(scores) if len(scores) > 1 else None
+
+
+def band(task):
+    mean, std = full_stats(task)
+    return std if std is not None else 0.01 * mean
+
+
+def expected_matching(task):
+    """The sparsest pruned round within one std of the full mean (not the last before the curve first leaves it)."""
+    mean = full_stats(task)[0]
+    inside = [s for s, v in zip(SPARSITIES, CURVES[task]["imp"]) if v >= mean - band(task)]
+    return max(inside, default=None)
+
+
+def source_sparsity(task):
+    return expected_matching(task) or PAPER[task]
+
+
+def write_json(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def search_record(task, kind, n_rounds=5):
+    metric, round0 = METRIC[task], FULL[task][42]
+    scores = [0.0 if kind == "random_pruning" else round0, *CURVES[task][kind]]  # random's round 0: 1-step stand-in
+    steps = EB_STEPS if kind == "early_bird" else IMP_STEPS
+    rounds = [{"round": i, "sparsity": s + (DRIFT if s else 0.0), "baseline": None, metric: v, "train_steps": steps[i],
+               "train_time_s": steps[i] / 10, "ticket": f"round_{i:02d}/ticket"}
+              for i, (s, v) in enumerate(zip([0.0, *SPARSITIES], scores))]
+    return {"rounds": rounds[:n_rounds]}
+
+
+def build_runs(results_dir):
+    runs = results_dir / "runs"
+    for task in SETTINGS.tasks:
+        for seed in SETTINGS.seeds[1:]:
+            write_json(runs / task / f"dense_seed{seed}" / "all_results.json", {METRIC[task]: FULL[task][seed], "seed": seed})
+        for kind in reproduce_report.SEARCH_KINDS:
+            write_json(runs / task / kind / "results.json", search_record(task, kind))
+    write_json(runs / "mlm" / "imp" / "results.json", search_record("mlm", "imp"))
+    for (source, target), score in TRANSFERS.items():
+        folder = f"{source}@{round(100 * source_sparsity(source))}__{target}"
+        write_json(runs / "transfer" / folder / "transfer_results.json",
+                   {"task": target, "main_metric": METRIC[target], "metrics": {METRIC[target]: score}})
+    return runs
+
+
+def row(markdown, label):
+    for line in filter(lambda line: line.startswith("|"), markdown.splitlines()):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == label:
+            return cells[1:]
+    raise AssertionError(f"no row {label!r} in:\n{markdown}")
+
+
+def test_constructed_curves_exercise_the_rules():
+    """Guards the fixture: CoLA's answer differs from "last round before the curve first leaves the band"."""
+    mean, std = full_stats("cola")
+    first_out = next(i for i, v in enumerate(CURVES["cola"]["imp"]) if v < mean - std)
+    assert expected_matching("cola") not in (None, SPARSITIES[first_out - 1])
+    assert expected_matching("mrpc") is None and expected_matching("mlm") is not None
+
+
+def test_complete_report(tmp_path):
+    build_runs(tmp_path)
+    assert reproduce_report.write_report(tmp_path, SETTINGS)["complete"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for name in ("table2.md", "transfer.md", "early_bird.md", "findings.md", "progress.md"):
+        assert "Partial results" not in (tmp_path / name).read_text(), name
+    for task in ("cola", "mrpc", "mlm"):
+        assert (tmp_path / "plots" / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["complete"] is True
+    n_runs = len(SETTINGS.tasks) * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS)
+    assert f"{n_runs} of {n_runs} planned runs done." in (tmp_path / "progress.md").read_text()
+
+    # Full model: IMP round 0 is seed 42's score, the dense runs the others'; sample std (n - 1).
+    table2 = (tmp_path / "table2.md").read_text()
+    assert row(table2, "")[:3] == ["CoLA", "MRPC", "MLM"]
+    cells = row(table2, "full model (mean ± std over seeds)")
+    for i, task in enumerate(("cola", "mrpc")):
+        mean, std = full_stats(task)
+        assert cells[i] == f"{mean:.3f} ± {std:.3f}"
+        assert summary["tasks"][task]["full_mean"] == pytest.approx(mean)
+        assert summary["tasks"][task]["full_std"] == pytest.approx(std)
+        assert {int(k): v for k, v in summary["tasks"][task]["full_scores"].items()} == pytest.approx(FULL[task])
+    assert cells[2] == f"{FULL['mlm'][42]:.3f} (1 seed)"
+
+    # Highest matching sparsity: the sparsest round in the band, even past a round that left it.
+    matching = row(table2, "**matching sparsity, IMP (ours)**")
+    for i, task in enumerate(("cola", "mrpc", "mlm")):
+        expected = expected_matching(task)
+        assert matching[i] == ("—" if expected is None else f"{100 * expected:.0f}%")
+        got = summary["tasks"][task]["imp_matching"]["sparsity"]
+        assert got is None if expected is None else got == pytest.approx(expected)
+    i_cola = SPARSITIES.index(expected_matching("cola"))
+    for label, kind in (("IMP ticket, rewind to θ0, at that sparsity", "imp"),
+                        ("random pruning at that sparsity", "random_pruning"),
+                        ("standard pruning at that sparsity", "standard_pruning")):
+        assert row(table2, label)[0] == f"{CURVES['cola'][kind][i_cola]:.3f}"
+        assert row(table2, label)[1] == "—"  # MRPC has no matching ticket
+
+    # IMP beats random pruning: counted over the pruned sparsities only (random's round 0 is a stand-in).
+    beats = row(table2, "IMP beats random pruning (sparsities)")
+    findings = (tmp_path / "findings.md").read_text()
+    for i, task in enumerate(("cola", "mrpc")):
+        wins = sum(a > b for a, b in zip(CURVES[task]["imp"], CURVES[task]["random_pruning"]))
+        assert beats[i] == f"{wins}/{len(SPARSITIES)}"
+        assert summary["tasks"][task]["imp_vs_random_wins"] == [wins, len(SPARSITIES)]
+        assert f"IMP beat random pruning at {wins} of {len(SPARSITIES)} sparsities" in findings
+    assert beats[2] == "not run"
+    assert f"CoLA: highest matching sparsity {100 * expected_matching('cola'):.0f}% vs the paper's 50%" in findings
+    assert "MRPC: no matching IMP ticket at any sparsity reached (paper: 50%)" in findings
+
+    # Transfer matrix: ✓ / ✗ by the target's band; the diagonal is the source's own IMP score.
+    transfer = (tmp_path / "transfer.md").read_text()
+    for source in ("mlm", "cola", "mrpc"):
+        sparsity = source_sparsity(source)
+        label = f"{TITLE[source]} ticket @ {100 * sparsity:.0f}%"
+        label += "" if expected_matching(source) is not None else " (not matching on its own task)"
+        cells = row(transfer, label)
+        for j, target in enumerate(SETTINGS.tasks):
+            if target == source:
+                own = CURVES[source]["imp"][SPARSITIES.index(sparsity)]
+                assert cells[j] == f"({own:.3f} own)"
+                continue
+            score = TRANSFERS[(source, target)]
+            mark = "✓" if score >= full_stats(target)[0] - band(target) else "✗"
+            assert cells[j] == f"{score:.3f} {mark}"
+    marks = [(s >= full_stats(t)[0] - band(t)) for (src, t), s in TRANSFERS.items() if src != "mlm"]
+    assert f"Task-to-task transfer: {sum(marks)} of {len(marks)} transferred tickets" in findings
+    assert {True, False} <= set(marks)  # the fixture has both outcomes
+
+    # Early bird: steps saved = IMP steps - early-bird steps over the rounds both finished.
+    early = (tmp_path / "early_bird.md").read_text()
+    imp, eb = sum(IMP_STEPS), sum(EB_STEPS)
+    assert row(early, "CoLA")[:3] == [str(imp), str(eb), f"{imp - eb} ({100 * (imp - eb) / imp:.0f}%)"]
+    assert "MLM" not in [line.split("|")[1].strip() for line in early.splitlines() if line.startswith("|")]
+
+
+def test_partial_report_banner_and_progress(tmp_path):
+    runs = build_runs(tmp_path)
+    write_json(runs / "mrpc" / "early_bird" / "results.json", search_record("mrpc", "early_bird", n_rounds=3))
+    folder = f"cola@{round(100 * source_sparsity('cola'))}__mrpc"
+    (runs / "transfer" / folder / "transfer_results.json").unlink()
+    summary = reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    assert summary["complete"] is False
+    for name in ("table2.md", "transfer.md", "early_bird.md", "findings.md"):
+        assert "> **Partial results**" in (tmp_path / name).read_text(), name
+    progress = (tmp_path / "progress.md").read_text()
+    n_runs = len(SETTINGS.tasks) * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS)
+    assert f"{n_runs - 2} of {n_runs} planned runs done." in progress
+    assert row(progress, "mrpc/early_bird") == [f"partial (3/{len(SPARSITIES) + 1} rounds)"]
+    assert row(progress, "transfer/cola->mrpc") == ["missing"]
+    assert row(progress, "mrpc/imp") == ["done"]
+    missing = {i["run"] for i in summary["progress"] if i["status"] != "done"}
+    assert missing == {"mrpc/early_bird", "transfer/cola->mrpc"}
+    # a partial early-bird run is compared on the rounds it finished, not counted as a saving
+    imp, eb = sum(IMP_STEPS[:3]), sum(EB_STEPS[:3])
+    assert row((tmp_path / "early_bird.md").read_text(), "MRPC")[:3] == [str(imp), str(eb), f"{imp - eb} ({100 * (imp - eb) / imp:.0f}%)"]
+    assert row((tmp_path / "transfer.md").read_text(), f"CoLA ticket @ {100 * source_sparsity('cola'):.0f}%")[1] == "missing"
+
+
+def test_search_complete_only_with_every_round(tmp_path):
+    run_dir = tmp_path / "runs" / "cola" / "imp"
+    assert not reproduce_report.search_complete(run_dir, SETTINGS)
+    for n in range(len(SPARSITIES) + 1):
+        write_json(run_dir / "results.json", search_record("cola", "imp", n_rounds=n))
+        assert not reproduce_report.search_complete(run_dir, SETTINGS)
+    write_json(run_dir / "results.json", search_record("cola", "imp"))
+    assert reproduce_report.search_complete(run_dir, SETTINGS)
+
+
+class Trains(Exception):
+    """Raised where a step would start training (it found no result)."""
+
+
+def test_plan_skips_finished_runs_and_redoes_only_missing_ones(tmp_path, monkeypatch):
+    from hf_tickets.ticket import Ticket
+
+    runs = build_runs(tmp_path)
+    repro = reproduce.Reproduction(SETTINGS, tmp_path)
+
+    def trains(*args, **kwargs):
+        raise Trains
+    monkeypatch.setattr(repro, "task", trains)
+    monkeypatch.setattr(Ticket, "from_pretrained", trains)
+
+    def steps_that_train():
+        started = []
+        for label, step in repro.steps():
+            try:
+                step()
+            except Trains:
+                started.append(label)
+        return started
+
+    labels = [label for label, _ in repro.steps()]
+    n_tasks = len(SETTINGS.tasks)
+    assert len(labels) == n_tasks * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS) == len(set(labels))
+    assert steps_that_train() == []  # everything exists: a rerun trains nothing
+
+    write_json(runs / "cola" / "imp" / "results.json", search_record("cola", "imp", n_rounds=len(SPARSITIES)))
+    write_json(runs / "mrpc" / "random_pruning" / "results.json", search_record("mrpc", "random_pruning", n_rounds=2))
+    (runs / "mrpc" / "dense_seed43" / "all_results.json").unlink()
+    (runs / "transfer" / f"mlm@{round(100 * source_sparsity('mlm'))}__mrpc" / "transfer_results.json").unlink()
+    assert steps_that_train() == ["cola imp", "mrpc dense seed 43", "mrpc random_pruning", "transfer mlm -> mrpc"]
+
+
+def test_full_mode_budget_under_three_hours():
+    full = reproduce.budget(reproduce.FULL)
+    assert full["seconds"]["total"] < 10800 and full["hours_total"] < 3
+    parts = full["seconds"]
+    assert abs(sum(v for k, v in parts.items() if k != "total") - parts["total"]) <= 2
+    n = len(reproduce.FULL.tasks)
+    assert full["transfer_runs"] == n + n * (n - 1)  # MLM ticket to every task, every task's ticket to the others
+    assert full["mlm_rounds"] == len(reproduce.FULL.sparsities) + 1
+    # more rounds cost more: the estimate follows the plan, it is not a constant
+    denser = dataclasses.replace(reproduce.FULL, sparsity_schedule=reproduce.FULL.sparsity_schedule + ",0.95")
+    assert reproduce.budget(denser)["seconds"]["total"] > parts["total"]
