@@ -4,6 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hf_tickets import select
 from hf_tickets.select import prune_lowest
 
 
@@ -69,3 +70,26 @@ def test_many_equal_values_across_the_threshold():
     masks = prune_lowest(tensors, 50_500)
     assert torch.equal(flatten(masks, tensors), brute_force(tensors, 50_500))
     assert not masks["a"].any() and not masks["c"][:500].any() and masks["c"][500:].all() and masks["b"].all()
+
+
+def test_a_layout_that_fools_the_strided_sample_still_gives_the_exact_answer():
+    """The sample sees only large values here, so its band misses the k-th score and must widen."""
+    g = torch.Generator().manual_seed(1)
+    weight = torch.rand(400, 768, generator=g) * 0.01
+    n = weight.numel()
+    sampled = torch.zeros(n, dtype=torch.bool)
+    sampled[select._sample_places(n, 768, select._SAMPLE_SIZE)] = True
+    weight.view(-1)[sampled] = 100 + torch.rand(int(sampled.sum()), generator=g)
+    lo, hi = select._band_limits({"w": weight}, None, n // 2, n, select.magnitude, 0)
+    assert lo >= 100  # the first band misses the k-th score (about 0.005)
+    for k in (n // 2, n - int(sampled.sum()) + 3):
+        masks = prune_lowest({"w": weight}, k)
+        assert torch.equal(flatten(masks, {"w": weight}), brute_force({"w": weight}, k))
+
+
+def test_positions_of_sparse_flags_match_nonzero():
+    g = torch.Generator().manual_seed(2)
+    for n in (1, 7, 8, 9, 64, 1001):
+        for density in (0.0, 0.01, 0.5, 1.0):
+            flags = torch.rand(n, generator=g) < density
+            assert torch.equal(select._positions(flags), flags.nonzero().squeeze(1))
