@@ -358,6 +358,10 @@ def progress_markdown(items: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------- findings
+#: A full model whose seeds disagree by more than this fraction of its mean score has not learned the task reliably.
+WEAK_FULL_MODEL = 0.25
+
+
 def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings: Settings) -> list[str]:
     """Plain statements of what held and what did not, next to the paper's claims."""
     out = []
@@ -376,6 +380,9 @@ def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings:
                          else f"no matching IMP ticket at any sparsity reached (paper: {paper}%)")
         beat = f"IMP beat random pruning at {wins} of {total} sparsities" if total else "random pruning not run yet"
         out.append(f"{name}: {matching_text}; {beat} {where}.")
+        if s.full_std is not None and s.full_std > WEAK_FULL_MODEL * abs(s.full_mean):
+            out.append(f"{name}: caution, the full model barely learned the task at this scale ({s.full_mean:.3f} ± "
+                       f"{s.full_std:.3f} over seeds): a one-std band this wide makes \"matching\" weak evidence.")
     mlm = summaries[MLM]
     if mlm.full_mean is not None:
         out.append(f"MLM: highest matching sparsity {pct(mlm.imp_matching.get('sparsity'))} vs the paper's 70% "

@@ -257,3 +257,12 @@ def test_full_mode_budget_under_three_hours():
     # more rounds cost more: the estimate follows the plan, it is not a constant
     denser = dataclasses.replace(reproduce.FULL, sparsity_schedule=reproduce.FULL.sparsity_schedule + ",0.95")
     assert reproduce.budget(denser)["seconds"]["total"] > parts["total"]
+
+
+def test_findings_flag_a_full_model_that_barely_learned_the_task(tmp_path, monkeypatch):
+    monkeypatch.setitem(FULL, "cola", {42: 0.116, 43: 0.0, 44: 0.008})  # what CoLA gave at this scale
+    build_runs(tmp_path)
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    findings = (tmp_path / "findings.md").read_text()
+    assert "CoLA: caution, the full model barely learned the task at this scale (0.041 ± 0.065" in findings
+    assert "MRPC: caution" not in findings  # 0.72 ± 0.02: a usable band
