@@ -284,18 +284,9 @@ def run_random_pruning(model_args, task, training_args, ticket_args, tokenizer=N
     on the trained weights, so the full fine-tune is redundant; the report takes the full model's
     score from IMP and the dense seeds and ignores this round. Rounds 1.. train fully.
     """
-    from hf_tickets.experiment import build_trainer, imp_config, load_theta0, round_training_args
-    from hf_tickets.imp import IMPManager
+    from hf_tickets.experiment import run_imp_search
 
-    model = load_theta0(model_args, task, seed=training_args.seed)
-    manager = IMPManager(model, imp_config(ticket_args, task), output_dir=training_args.output_dir)
-
-    def build(model, rnd):
-        stand_in = {"max_steps": 1} if rnd.index == 0 else {}
-        return build_trainer(model, task, round_training_args(training_args, rnd.checkpoint_dir, **stand_in),
-                             tokenizer=tokenizer)
-
-    return manager.run_with_trainer(build, evaluate=task.evaluate)
+    return run_imp_search(model_args, task, training_args, ticket_args, tokenizer, dense_round_steps=1)
 
 
 # -------------------------------------------------------------------------------------- main

@@ -169,17 +169,24 @@ def imp_config(ticket_args, task: PreparedTask) -> IMPConfig:
     return IMPConfig(**values)
 
 
-def run_imp_search(model_args, task: PreparedTask, training_args, ticket_args, tokenizer=None) -> dict:
-    """IMP (or a baseline) with one fresh Trainer per round; exports the found ticket with its card."""
+def run_imp_search(model_args, task: PreparedTask, training_args, ticket_args, tokenizer=None,
+                   dense_round_steps: int | None = None) -> dict:
+    """IMP (or a baseline) with one fresh Trainer per round; exports the found ticket with its card.
+
+    ``dense_round_steps`` cuts round 0 (θ0, dense) to that many optimizer steps: for a random-pruning
+    baseline run beside IMP, whose round 0 is the same fine-tune and whose masks do not depend on
+    trained weights. Round 0 is then no full-model reference, so no ticket is exported as matching.
+    """
     config = imp_config(ticket_args, task)
     model = load_theta0(model_args, task, seed=training_args.seed)
     manager = IMPManager(model, config, output_dir=training_args.output_dir)
 
     def build(model, rnd):
-        return build_trainer(model, task, round_training_args(training_args, rnd.checkpoint_dir), tokenizer=tokenizer)
+        cut = {"max_steps": dense_round_steps} if rnd.index == 0 and dense_round_steps else {}
+        return build_trainer(model, task, round_training_args(training_args, rnd.checkpoint_dir, **cut), tokenizer=tokenizer)
 
     results = manager.run_with_trainer(build, evaluate=task.evaluate if training_args.do_eval else None)
-    if is_main_process() and results["rounds"]:
+    if is_main_process() and results["rounds"] and not dense_round_steps:
         export_found_ticket(manager, task, model_args.model_name_or_path)
     return results
 
