@@ -236,7 +236,7 @@ class Reproduction:
         from hf_tickets.experiment import transfer
         from hf_tickets.ticket import Ticket
 
-        sparsity, _ = transfer_source_sparsity(summaries[source])
+        sparsity, _ = transfer_source_sparsity(summaries[source], self.settings)
         if sparsity is None:
             logger.warning("transfer %s -> %s skipped: %s has no ticket to transfer yet", source, target, source)
             return

@@ -173,8 +173,9 @@ def summarise(runs_dir: Path, settings: Settings) -> dict[str, TaskSummary]:
 
 
 # ------------------------------------------------------------------------------ transfer runs
-def transfer_source_sparsity(summary: TaskSummary) -> tuple[float | None, bool]:
-    """Which IMP round of a source is transferred: its matching ticket, else the paper's sparsity.
+def transfer_source_sparsity(summary: TaskSummary, settings: Settings) -> tuple[float | None, bool]:
+    """Which IMP round of a source is transferred: its matching ticket, else the scheduled sparsity
+    nearest the paper's matching sparsity for that task.
 
     Returns ``(sparsity, is_matching)``; ``None`` while the source's IMP run has not got that far.
     """
@@ -182,7 +183,8 @@ def transfer_source_sparsity(summary: TaskSummary) -> tuple[float | None, bool]:
         return summary.imp_matching["sparsity"], True
     if not summary.full_scores:
         return None, False
-    fallback = PAPER_MATCHING_SPARSITY[summary.task] / 100
+    paper = PAPER_MATCHING_SPARSITY[summary.task] / 100
+    fallback = min(settings.sparsities, key=lambda s: (abs(s - paper), s))
     return (fallback, False) if row_at(summary.rows["imp"], fallback) else (None, False)
 
 
@@ -200,7 +202,7 @@ def transfer_dir_name(source: str, sparsity: float, target: str) -> str:
 def read_transfers(runs_dir: Path, summaries: dict[str, TaskSummary], settings: Settings) -> list[dict]:
     rows = []
     for source, target in transfer_pairs(settings):
-        sparsity, source_matching = transfer_source_sparsity(summaries[source])
+        sparsity, source_matching = transfer_source_sparsity(summaries[source], settings)
         record = None
         if sparsity is not None:
             record = read_json(runs_dir / "transfer" / transfer_dir_name(source, sparsity, target) / "transfer_results.json")
@@ -294,7 +296,7 @@ def transfer_matrix_markdown(rows: list[dict], summaries: dict[str, TaskSummary]
     lines.append("| full model (mean ± std) | " + " | ".join(_full_cell(summaries[t]) for t in targets) + " |")
     by_pair = {(r["source"], r["target"]): r for r in rows}
     for source in [MLM, *settings.tasks]:
-        sparsity, source_matching = transfer_source_sparsity(summaries[source])
+        sparsity, source_matching = transfer_source_sparsity(summaries[source], settings)
         label = f"{TASK_TITLES[source]} ticket @ {pct(sparsity)}" + ("" if source_matching or sparsity is None else " (not matching on its own task)")
         cells = []
         for target in targets:

@@ -266,3 +266,13 @@ def test_findings_flag_a_full_model_that_barely_learned_the_task(tmp_path, monke
     findings = (tmp_path / "findings.md").read_text()
     assert "CoLA: caution, the full model barely learned the task at this scale (0.041 ± 0.065" in findings
     assert "MRPC: caution" not in findings  # 0.72 ± 0.02: a usable band
+
+
+def test_a_non_matching_source_transfers_the_scheduled_sparsity_nearest_the_papers(tmp_path):
+    runs = build_runs(tmp_path)
+    summaries = reproduce_report.summarise(runs, SETTINGS)
+    assert reproduce_report.transfer_source_sparsity(summaries["mrpc"], SETTINGS) == (0.5, False)  # the paper's 50%
+    without_half = dataclasses.replace(SETTINGS, sparsity_schedule="0.2,0.7,0.9")
+    summaries = reproduce_report.summarise(runs, without_half)
+    assert reproduce_report.transfer_source_sparsity(summaries["mrpc"], without_half) == (0.7, False)
+    assert reproduce_report.transfer_source_sparsity(summaries["cola"], without_half)[1] is True  # its own match
