@@ -276,3 +276,12 @@ def test_a_non_matching_source_transfers_the_scheduled_sparsity_nearest_the_pape
     summaries = reproduce_report.summarise(runs, without_half)
     assert reproduce_report.transfer_source_sparsity(summaries["mrpc"], without_half) == (0.7, False)
     assert reproduce_report.transfer_source_sparsity(summaries["cola"], without_half)[1] is True  # its own match
+
+
+def test_findings_flag_a_full_model_at_chance_level(tmp_path, monkeypatch):
+    monkeypatch.setitem(FULL, "cola", {42: 0.0, 43: 0.0, 44: 0.0})  # a constant prediction: MCC 0 on every seed
+    build_runs(tmp_path)
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    findings = (tmp_path / "findings.md").read_text()
+    assert "CoLA: caution, the full model is at chance level (matthews_correlation 0.000)" in findings
+    assert "MRPC: caution" not in findings  # accuracy's chance level is not 0: not judged here
