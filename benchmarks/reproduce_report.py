@@ -384,9 +384,9 @@ def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings:
                          else f"no matching IMP ticket at any sparsity reached (paper: {paper}%)")
         beat = f"IMP beat random pruning at {wins} of {total} sparsities" if total else "random pruning not run yet"
         out.append(f"{name}: {matching_text}; {beat} {where}.")
-        if s.metric.removeprefix("eval_") in ZERO_AT_CHANCE and abs(s.full_mean) < 0.05:
+        if s.metric.removeprefix("eval_") in ZERO_AT_CHANCE and abs(s.full_mean) <= (s.full_std or 0.0) + 0.01:
             out.append(f"{name}: caution, the full model is at chance level ({s.metric.removeprefix('eval_')} "
-                       f"{s.full_mean:.3f}): there is nothing for a ticket to match.")
+                       f"{s.full_mean:.3f} ± {s.full_std or 0.0:.3f}, within one std of 0): there is nothing for a ticket to match.")
         elif s.full_std is not None and s.full_std > WEAK_FULL_MODEL * abs(s.full_mean):
             out.append(f"{name}: caution, the full model barely learned the task at this scale ({s.full_mean:.3f} ± "
                        f"{s.full_std:.3f} over seeds): a one-std band this wide makes \"matching\" weak evidence.")
