@@ -133,7 +133,7 @@ def machine_info() -> dict:
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "load_average_at_start": os.getloadavg(),
-            "note": "the machine was shared with other engineers' test runs: timings are pessimistic"}
+            "note": "per-run times in the log include any other work on the machine (see the load average)"}
 
 
 # ------------------------------------------------------------------------------- experiments
