@@ -38,13 +38,11 @@ starts: build the optimizer and the data loader inside the round (a loader that
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,82 +66,19 @@ from .distributed import (
 )
 from .errors import TicketError
 from .fileio import atomic_write, atomic_write_json
+from .imp_config import IDENTITY, IMPConfig
 from .pruning import prune
 from .results import (
     greater_is_better, make_row, matching_ticket, metric_keys, read_json, resolve_tolerance, within_band, write_results,
 )
-from .schedules import imp_schedule
-from .strategies import get_strategy
 from .targets import unwrap_model
 from .ticket import CONFIG_FILE, FINGERPRINT_MIN_SIMILARITY, MASKS_FILE, Ticket
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("none", "random_pruning", "random_reinit", "standard_pruning")
 STATE_FILE, THETA0_FILE, REWIND_FILE = "imp_state.json", "theta0.safetensors", "theta_rewind.safetensors"
 METRICS_FILE, FINAL_WEIGHTS_FILE, TICKET_DIR, CHECKPOINT_DIR = "metrics.json", "final_weights.safetensors", "ticket", "checkpoints"
 REINIT_SEED_OFFSET = 1_000_003
-#: Settings a resumed run must share with the run in output_dir (the schedule is checked separately).
-IDENTITY = ("baseline", "rewind", "rewind_steps", "strategy", "targets", "imp_seed", "reference_dir",
-            "early_bird", "early_bird_threshold", "early_bird_patience", "early_bird_interval")
-
-
-@dataclass
-class IMPConfig:
-    """How to search for a ticket. Plain types only: recipes parse it with ``HfArgumentParser``."""
-
-    imp_rounds: int | None = field(default=None, metadata={"help": "Pruning rounds after the full model (round 0); default: until target_sparsity."})
-    target_sparsity: float = field(default=0.9, metadata={"help": "Stop once this sparsity is reached (the last round prunes just up to it)."})
-    prune_fraction: float = field(default=0.1, metadata={"help": "Share of the REMAINING weights pruned per round (paper: 0.1 -> 0.1, 0.19, 0.271, ...)."})
-    sparsity_schedule: str | None = field(default=None, metadata={"help": "Explicit sparsities, e.g. '0.1,0.2,...,0.9' (the paper's code); overrides prune_fraction and target_sparsity."})
-    rewind: str = field(default="init", metadata={"help": "Rewind surviving weights to θ0 ('init') or to θ_i after rewind_steps steps of round 0 ('step').", "choices": ["init", "step"]})
-    rewind_steps: int = field(default=0, metadata={"help": "i for rewind='step'."})
-    strategy: str = field(default="global_magnitude", metadata={"help": "Pruning strategy (global_magnitude is the paper's)."})
-    targets: str = field(default="auto", metadata={"help": "Which weights to prune: a preset (auto = encoder linears), a regex or module names."})
-    baseline: str = field(default="none", metadata={"help": "none (IMP), random_pruning, random_reinit (needs reference_dir) or standard_pruning.", "choices": list(BASELINES)})
-    reference_dir: str | None = field(default=None, metadata={"help": "random_reinit: output_dir of the IMP run whose masks are reused."})
-    early_bird: bool = field(default=False, metadata={"help": "Stop a round early once the mask pruning would produce has stopped changing."})
-    early_bird_threshold: float = field(default=0.1, metadata={"help": "Early-bird: 'unchanged' = less than this share of the weights to prune changed since the last check."})
-    early_bird_patience: int = field(default=2, metadata={"help": "Early-bird: consecutive checks below the threshold before stopping."})
-    early_bird_interval: int = field(default=10, metadata={"help": "Early-bird: optimizer steps between checks."})
-    stop_when_not_matching: bool = field(default=False, metadata={"help": "Stop after the first round whose score leaves the matching band."})
-    matching_metric: str = field(default="eval_accuracy", metadata={"help": "Metric that decides matching."})
-    matching_tolerance: float | None = field(default=None, metadata={"help": "Matching band below the full model's score; default full_model_std, else 1% of the full score."})
-    full_model_std: float | None = field(default=None, metadata={"help": "Std of the full model's score over seeds (the paper's band)."})
-    matching_greater_is_better: bool | None = field(default=None, metadata={"help": "Default: True unless the metric name contains 'loss'."})
-    imp_seed: int = field(default=42, metadata={"help": "Seed set at the start of every round; also seeds random pruning and re-initialisation."})
-
-    def __post_init__(self):
-        self.schedule()  # validates imp_rounds, prune_fraction, target_sparsity, sparsity_schedule
-        if self.rewind not in ("init", "step"):
-            raise TicketError(f"rewind must be 'init' or 'step', got {self.rewind!r}")
-        if isinstance(self.rewind_steps, bool) or not isinstance(self.rewind_steps, int) or self.rewind_steps < 0:
-            raise TicketError(f"rewind_steps must be a whole number >= 0, got {self.rewind_steps!r}")
-        if (self.rewind == "step") != (self.rewind_steps > 0):
-            raise TicketError("rewind='step' needs rewind_steps > 0, and rewind_steps > 0 needs rewind='step'")
-        get_strategy(self.strategy)
-        if self.baseline not in BASELINES:
-            raise TicketError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
-        if (self.baseline == "random_reinit") != (self.reference_dir is not None):
-            raise TicketError("baseline='random_reinit' needs reference_dir (the IMP run whose masks it reuses), and only it uses one")
-        if self.baseline == "standard_pruning" and self.rewind != "init":
-            raise TicketError("standard_pruning never rewinds: leave rewind='init', rewind_steps=0")
-        if self.early_bird and self.baseline in ("random_pruning", "random_reinit"):
-            raise TicketError(f"early_bird watches the magnitude mask converge; {self.baseline} masks do not depend on training")
-        if not 0.0 < self.early_bird_threshold <= 1.0:
-            raise TicketError(f"early_bird_threshold must be in (0, 1], got {self.early_bird_threshold}")
-        if self.early_bird_patience < 1 or self.early_bird_interval < 1:
-            raise TicketError("early_bird_patience and early_bird_interval must be >= 1")
-        for name in ("matching_tolerance", "full_model_std"):
-            if getattr(self, name) is not None and not getattr(self, name) >= 0:
-                raise TicketError(f"{name} must be >= 0, got {getattr(self, name)}")
-
-    def schedule(self) -> list[float]:
-        """Sparsity of every round, round 0 (0.0) first."""
-        return imp_schedule(self.prune_fraction, self.target_sparsity, self.imp_rounds, self.sparsity_schedule)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
 
 
 class IMPRound:
