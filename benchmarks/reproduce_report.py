@@ -26,6 +26,7 @@ from hf_tickets.results import greater_is_better, matching_ticket, within_band
 PAPER_MATCHING_SPARSITY = {"mnli": 70, "qqp": 90, "stsb": 50, "wnli": 90, "qnli": 70, "mrpc": 50, "rte": 60,
                            "sst2": 60, "cola": 50, "squad": 40, "mlm": 70}
 TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "mlm": "MLM"}
+TIMINGS_FILE = "timings.json"
 MAIN_METRICS = {"cola": "eval_matthews_correlation", "sst2": "eval_accuracy", "mrpc": "eval_accuracy",
                 "stsb": "eval_pearson", "mlm": "eval_accuracy"}
 SEARCH_KINDS = ("imp", "random_pruning", "standard_pruning", "early_bird")
@@ -352,9 +353,19 @@ def progress(runs_dir: Path, summaries: dict[str, TaskSummary], transfers: list[
     return items
 
 
-def progress_markdown(items: list[dict]) -> str:
+def timing_text(timings: dict) -> str:
+    """What the timed runs cost: wall time (pauses and other work on the machine included) and CPU time."""
+    if not timings:
+        return "No run timed yet (timings.json)."
+    wall = sum(t["wall_s"] for t in timings.values())
+    cpu = sum(t["cpu_s"] for t in timings.values())
+    return (f"Timed runs ({len(timings)}, timings.json): {wall / 3600:.2f} h wall, {cpu / 3600:.2f} h CPU "
+            f"(over both cores; the wall time includes pauses and other work on the machine).")
+
+
+def progress_markdown(items: list[dict], timings: dict | None = None) -> str:
     done = sum(i["status"] == "done" for i in items)
-    lines = [f"{done} of {len(items)} planned runs done.", "", "| run | status |", "|---|---|"]
+    lines = [f"{done} of {len(items)} planned runs done.", "", timing_text(timings or {}), "", "| run | status |", "|---|---|"]
     lines += [f"| {i['run']} | {i['status']} |" for i in items]
     return "\n".join(lines)
 
@@ -439,7 +450,7 @@ def write_report(results_dir: Path, settings: Settings, plots: bool = True) -> d
                                              "the diagonal is the source ticket's own IMP score.\n")
     (results_dir / "early_bird.md").write_text(f"# Early-bird IMP beside plain IMP ({settings.name})\n\n{banner}"
                                                f"{early_bird_markdown(summaries)}\n")
-    (results_dir / "progress.md").write_text(f"# Progress ({settings.name})\n\n{progress_markdown(items)}\n")
+    (results_dir / "progress.md").write_text(f"# Progress ({settings.name})\n\n{progress_markdown(items, read_json(results_dir / TIMINGS_FILE))}\n")
     statements = findings(summaries, transfers, settings)
     (results_dir / "findings.md").write_text(f"# Findings ({settings.name})\n\n{banner}" + "\n".join(f"- {s}" for s in statements) + "\n")
     if plots:

@@ -287,3 +287,16 @@ def test_findings_flag_a_full_model_at_chance_level(tmp_path, monkeypatch):
     assert "CoLA: caution, the full model is at chance level (matthews_correlation 0.041 ± 0.065" in findings
     assert "barely learned" not in findings
     assert "MRPC: caution" not in findings  # accuracy's chance level is not 0: not judged here
+
+
+def test_timings_add_up_over_resumptions_and_reach_the_progress_page(tmp_path):
+    build_runs(tmp_path)
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    assert "No run timed yet" in (tmp_path / "progress.md").read_text()
+    reproduce.add_timing(tmp_path, "cola imp", 100.0, 150.0)
+    reproduce.add_timing(tmp_path, "cola imp", 260.0, 390.0)  # the same run, resumed
+    reproduce.add_timing(tmp_path, "mrpc dense seed 43", 1000.0, 1700.0)
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert timings["cola imp"] == {"wall_s": 360.0, "cpu_s": 540.0}
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    assert "Timed runs (2, timings.json): 0.38 h wall, 0.62 h CPU" in (tmp_path / "progress.md").read_text()
