@@ -15,6 +15,7 @@ was; the report (``reproduce_report.py``) is rebuilt after every run from whatev
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime
 import json
@@ -29,7 +30,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reproduce_report, when run as a script
 
 from reproduce_report import (  # noqa: E402
-    MLM, TIMINGS_FILE, Settings, read_json, search_complete, summarise, transfer_dir_name, transfer_pairs, transfer_source_sparsity,
+    LABELS_FILE, MLM, TIMINGS_FILE, Settings, read_json, search_complete, summarise, transfer_dir_name, transfer_pairs, transfer_source_sparsity,
     write_report,
 )
 
@@ -179,6 +180,7 @@ class Reproduction:
             task = prepare_glue(data_args, self.tokenizer)
             task.train_dataset = subset(task.train_dataset, s.train_samples[name], s.data_shuffle_seed)
             task.eval_datasets = {k: subset(v, s.eval_samples, s.data_shuffle_seed) for k, v in task.eval_datasets.items()}
+            write_eval_labels(self.runs_dir / name / LABELS_FILE, next(iter(task.eval_datasets.values())))
         self._tasks[name] = task
         return task
 
@@ -276,6 +278,18 @@ class Reproduction:
             write_report(self.results_dir, self.settings)  # after every run: a stopped run leaves a current report
 
 
+def write_eval_labels(path: Path, eval_dataset) -> None:
+    """Label counts of a classification eval set and the share of its most frequent label."""
+    column = "label" if "label" in eval_dataset.column_names else "labels"
+    labels = eval_dataset[column]
+    if not labels or any(float(v) != int(v) for v in labels):  # regression (STS-B): no majority label
+        return
+    counts = collections.Counter(int(v) for v in labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"counts": {str(k): n for k, n in sorted(counts.items())},
+                                "majority_share": max(counts.values()) / len(labels)}, indent=1) + "\n")
+
+
 def add_timing(results_dir: Path, label: str, wall_s: float, cpu_s: float) -> None:
     """``timings.json``: wall and CPU seconds per run, summed over resumptions (a run may span sessions)."""
     from hf_tickets.fileio import atomic_write_json
@@ -322,6 +336,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def record_missing_eval_labels(settings: Settings, results_dir: Path) -> None:
+    """For runs made before eval_labels.json existed: prepare those tasks' data once more (no training)."""
+    missing = [t for t in settings.tasks if t != MLM and (results_dir / "runs" / t).is_dir()
+               and not (results_dir / "runs" / t / LABELS_FILE).is_file()]
+    if missing:
+        repro = Reproduction(settings, results_dir)
+        for name in missing:
+            repro.task(name)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = SMOKE if args.smoke else FULL
@@ -330,6 +354,7 @@ def main(argv=None) -> int:
     for name in ("reproduce", "hf_tickets"):
         logging.getLogger(name).setLevel(logging.INFO)
     if args.report:
+        record_missing_eval_labels(settings, results_dir)
         summary = write_report(results_dir, settings)
         print("\n".join(summary["findings"]))
         return 0

@@ -27,6 +27,8 @@ PAPER_MATCHING_SPARSITY = {"mnli": 70, "qqp": 90, "stsb": 50, "wnli": 90, "qnli"
                            "sst2": 60, "cola": 50, "squad": 40, "mlm": 70}
 TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "mlm": "MLM"}
 TIMINGS_FILE = "timings.json"
+#: Per classification task: label counts of the evaluation subset, so a constant prediction's score is known.
+LABELS_FILE = "eval_labels.json"
 MAIN_METRICS = {"cola": "eval_matthews_correlation", "sst2": "eval_accuracy", "mrpc": "eval_accuracy",
                 "stsb": "eval_pearson", "mlm": "eval_accuracy"}
 SEARCH_KINDS = ("imp", "random_pruning", "standard_pruning", "early_bird")
@@ -151,6 +153,7 @@ class TaskSummary:
     rows: dict[str, list[dict]]  # search kind -> finished rounds
     imp_matching: dict
     early_bird_matching: dict
+    majority: float | None = None  # accuracy of always predicting the eval subset's most frequent label
 
     def score(self, kind: str, sparsity: float | None) -> float | None:
         row = row_at(self.rows.get(kind, []), sparsity)
@@ -165,8 +168,9 @@ def summarise_task(runs_dir: Path, task: str, settings: Settings) -> TaskSummary
     else:
         scores = full_model_scores(task_dir, metric, settings)
     mean, std = mean_std(list(scores.values()))
+    labels = read_json(task_dir / LABELS_FILE) or {}
     return TaskSummary(task, metric, scores, mean, std, rows, matching(rows["imp"], metric, mean, std),
-                       matching(rows["early_bird"], metric, mean, std))
+                       matching(rows["early_bird"], metric, mean, std), labels.get("majority_share"))
 
 
 def summarise(runs_dir: Path, settings: Settings) -> dict[str, TaskSummary]:
@@ -227,6 +231,12 @@ def _full_cell(s: TaskSummary) -> str:
     return f"{s.full_mean:.3f}{std}"
 
 
+def _constant_cell(s: TaskSummary) -> str:
+    if s.metric.removeprefix("eval_") in ZERO_AT_CHANCE:
+        return "0"
+    return fmt(s.majority) if s.majority is not None else "—"
+
+
 def table2_markdown(summaries: dict[str, TaskSummary]) -> str:
     """The paper's Table 2 layout: one column per task, rows = full model, IMP, random pruning, ..."""
     tasks = list(summaries)
@@ -241,6 +251,7 @@ def table2_markdown(summaries: dict[str, TaskSummary]) -> str:
 
     row("metric", lambda s: s.metric.removeprefix("eval_"))
     row("full model (mean ± std over seeds)", _full_cell)
+    row("constant prediction (majority label; chance)", _constant_cell)
     row("**matching sparsity, IMP (ours)**", lambda s: pct(s.imp_matching.get("sparsity")) if s.full_mean is not None else "missing")
     row("matching sparsity, paper (BERT-base)", lambda s: f"{PAPER_MATCHING_SPARSITY[s.task]}%")
     row("IMP ticket, rewind to θ0, at that sparsity", at_matching("imp"))
@@ -398,6 +409,10 @@ def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings:
         if s.metric.removeprefix("eval_") in ZERO_AT_CHANCE and abs(s.full_mean) <= (s.full_std or 0.0) + 0.01:
             out.append(f"{name}: caution, the full model is at chance level ({s.metric.removeprefix('eval_')} "
                        f"{s.full_mean:.3f} ± {s.full_std or 0.0:.3f}, within one std of 0): there is nothing for a ticket to match.")
+        elif s.majority is not None and s.full_mean <= s.majority + max(2 * (s.full_std or 0.0), 0.02):
+            where = "below" if s.full_mean < s.majority else "barely above"
+            out.append(f"{name}: caution, the full model ({s.full_mean:.3f}) is {where} always predicting the "
+                       f"majority label ({s.majority:.3f}): matching it says little.")
         elif s.full_std is not None and s.full_std > WEAK_FULL_MODEL * abs(s.full_mean):
             out.append(f"{name}: caution, the full model barely learned the task at this scale ({s.full_mean:.3f} ± "
                        f"{s.full_std:.3f} over seeds): a one-std band this wide makes \"matching\" weak evidence.")

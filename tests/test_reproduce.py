@@ -300,3 +300,24 @@ def test_timings_add_up_over_resumptions_and_reach_the_progress_page(tmp_path):
     assert timings["cola imp"] == {"wall_s": 360.0, "cpu_s": 540.0}
     reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
     assert "Timed runs (2, timings.json): 0.38 h wall, 0.62 h CPU" in (tmp_path / "progress.md").read_text()
+
+
+def test_eval_labels_give_the_constant_prediction_row_and_a_caution_near_it(tmp_path):
+    import datasets
+
+    runs = build_runs(tmp_path)
+    reproduce.write_eval_labels(runs / "mrpc" / "eval_labels.json", datasets.Dataset.from_dict({"label": [1, 1, 1, 0]}))
+    reproduce.write_eval_labels(runs / "stsb" / "eval_labels.json", datasets.Dataset.from_dict({"label": [0.5, 4.2]}))
+    assert not (runs / "stsb" / "eval_labels.json").exists()  # regression: no majority label
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    cells = row((tmp_path / "table2.md").read_text(), "constant prediction (majority label; chance)")
+    assert cells[:2] == ["0", "0.750"]  # CoLA's MCC is 0 at chance; MRPC's majority label is 3 of 4
+    assert ("MRPC: caution, the full model (0.720) is below always predicting the majority label (0.750)"
+            in (tmp_path / "findings.md").read_text())
+
+    for labels, caution in (([1] * 71 + [0] * 29, "barely above always predicting the majority label (0.710)"),
+                            ([1, 0], None)):
+        reproduce.write_eval_labels(runs / "mrpc" / "eval_labels.json", datasets.Dataset.from_dict({"label": labels}))
+        reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+        findings = (tmp_path / "findings.md").read_text()
+        assert (f"MRPC: caution, the full model (0.720) is {caution}" in findings) if caution else "MRPC: caution" not in findings
