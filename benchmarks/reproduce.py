@@ -252,19 +252,20 @@ class Reproduction:
 
     # --------------------------------------------------------------------------- plan
     def steps(self):
-        """(label, callable) in the order they run: the paper's core comparison first, task by task."""
+        """(label, callable) in the order they run: the paper's claims first (IMP vs random pruning task by
+        task, then the MLM ticket and the transfers), the extra baselines last."""
         s = self.settings
         for task in s.tasks:
             for seed in s.seeds[1:]:
                 yield f"{task} dense seed {seed}", lambda t=task, sd=seed: self.dense(t, sd)
             for kind in ("imp", "random_pruning"):
                 yield f"{task} {kind}", lambda t=task, k=kind: self.search(t, k)
-        for kind in ("standard_pruning", "early_bird"):
-            for task in s.tasks:
-                yield f"{task} {kind}", lambda t=task, k=kind: self.search(t, k)
         yield "mlm imp", lambda: self.search(MLM, "imp")
         for source, target in transfer_pairs(s):
             yield f"transfer {source} -> {target}", lambda a=source, b=target: self.transfer(a, b, summarise(self.runs_dir, s))
+        for kind in ("standard_pruning", "early_bird"):
+            for task in s.tasks:
+                yield f"{task} {kind}", lambda t=task, k=kind: self.search(t, k)
 
     def run(self) -> None:
         for label, step in self.steps():
