@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,6 +42,8 @@ def comparison_table(imp_rows: list[dict], random_rows: list[dict], metric: str)
 
 
 def run_demo(args: argparse.Namespace) -> dict:
+    # The demo trains on CPU (use_cpu=True); saying so spares users DeepSpeed's "unable to detect" warning.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from transformers import TrainingArguments
 
     from .arguments import ModelArguments, TicketArguments
