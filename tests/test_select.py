@@ -87,9 +87,34 @@ def test_a_layout_that_fools_the_strided_sample_still_gives_the_exact_answer():
         assert torch.equal(flatten(masks, {"w": weight}), brute_force({"w": weight}, k))
 
 
-def test_positions_of_sparse_flags_match_nonzero():
-    g = torch.Generator().manual_seed(2)
-    for n in (1, 7, 8, 9, 64, 1001):
-        for density in (0.0, 0.01, 0.5, 1.0):
-            flags = torch.rand(n, generator=g) < density
-            assert torch.equal(select._positions(flags), flags.nonzero().squeeze(1))
+
+
+def test_threaded_pass_gives_the_same_masks_as_one_thread():
+    g = torch.Generator().manual_seed(3)
+    tensors = {f"t{i}": torch.randn(256, 1536, generator=g) for i in range(4)}  # 1.5M entries: threaded
+    k = 700_001
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = prune_lowest(tensors, k)
+        torch.set_num_threads(2)
+        together = prune_lowest(tensors, k)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(alone[n], together[n]) for n in tensors)
+    assert torch.equal(flatten(together, tensors), brute_force(tensors, k))
+
+
+def test_half_precision_weights_are_scored_in_float32():
+    g = torch.Generator().manual_seed(4)
+    tensors = {"a": torch.randn(3000, generator=g).bfloat16(), "b": torch.randn(50, 40, generator=g).half()}
+    as_float = {n: t.float() for n, t in tensors.items()}
+    masks = prune_lowest(tensors, 2500)
+    assert torch.equal(flatten(masks, tensors), brute_force(as_float, 2500))
+
+
+def test_count_true_matches_count_nonzero():
+    g = torch.Generator().manual_seed(5)
+    mask = torch.rand(37, 41, generator=g) < 0.3
+    for view in (mask, mask.t(), mask[:, ::3], mask[5:6]):
+        assert select.count_true(view) == int(torch.count_nonzero(view))
