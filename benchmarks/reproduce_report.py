@@ -8,6 +8,8 @@ feed it synthetic results. Layout of ``<results>/runs/`` (one folder per fine-tu
     <task>/random_pruning/results.json        random masks, rewind to θ0
     <task>/standard_pruning/results.json      prune the trained weights and keep training (no rewind)
     <task>/early_bird/results.json            IMP that stops a round once its mask has settled
+    <task>/early_bird_retrain/<pct>/transfer_results.json
+                                              an early-bird ticket trained fully from θ0 (its score)
     mlm/imp/results.json                      IMP on masked language modelling (raw English text)
     transfer/<source>@<pct>__<target>/transfer_results.json
 """
@@ -33,6 +35,7 @@ MAIN_METRICS = {"cola": "eval_matthews_correlation", "sst2": "eval_accuracy", "m
                 "stsb": "eval_pearson", "mlm": "eval_accuracy"}
 SEARCH_KINDS = ("imp", "random_pruning", "standard_pruning", "early_bird")
 MLM = "mlm"
+EARLY_BIRD_RETRAIN = "early_bird_retrain"
 
 
 @dataclass
@@ -154,6 +157,9 @@ class TaskSummary:
     imp_matching: dict
     early_bird_matching: dict
     majority: float | None = None  # accuracy of always predicting the eval subset's most frequent label
+    #: Early-bird tickets trained fully (sparsity -> score): the retrained ones, and the last round, which
+    #: early bird never stops. The other early-bird rounds stop early, so their scores are not the ticket's.
+    early_bird_full: dict[float, float] = field(default_factory=dict)
 
     def score(self, kind: str, sparsity: float | None) -> float | None:
         row = row_at(self.rows.get(kind, []), sparsity)
@@ -169,8 +175,43 @@ def summarise_task(runs_dir: Path, task: str, settings: Settings) -> TaskSummary
         scores = full_model_scores(task_dir, metric, settings)
     mean, std = mean_std(list(scores.values()))
     labels = read_json(task_dir / LABELS_FILE) or {}
+    full_eb = early_bird_full_scores(task_dir, rows["early_bird"], metric, settings)
+    eb_rows = [{"round": i + 1, "sparsity": sp, metric: v} for i, (sp, v) in enumerate(sorted(full_eb.items()))]
     return TaskSummary(task, metric, scores, mean, std, rows, matching(rows["imp"], metric, mean, std),
-                       matching(rows["early_bird"], metric, mean, std), labels.get("majority_share"))
+                       matching(eb_rows, metric, mean, std), labels.get("majority_share"), full_eb)
+
+
+def scheduled(sparsity: float, settings: Settings) -> float:
+    """The schedule's sparsity that a round's measured one (e.g. 0.9000000188) stands for."""
+    return min(settings.sparsities, key=lambda s: abs(s - sparsity))
+
+
+def early_bird_retrain_sparsities(imp_matching: dict, task: str, settings: Settings) -> list[float]:
+    """Where early-bird tickets are trained fully: IMP's matching sparsity and the one nearest the paper's.
+
+    Not the last scheduled sparsity: early bird never stops the last round, so that score is already full.
+    """
+    paper = PAPER_MATCHING_SPARSITY[task] / 100
+    wanted = {scheduled(paper, settings)}
+    if imp_matching.get("sparsity") is not None:
+        wanted.add(scheduled(imp_matching["sparsity"], settings))
+    return sorted(wanted - {settings.sparsities[-1]})
+
+
+def retrain_dir(task_dir: Path, sparsity: float) -> Path:
+    return task_dir / EARLY_BIRD_RETRAIN / f"{100 * sparsity:.0f}"
+
+
+def early_bird_full_scores(task_dir: Path, eb_rows: list[dict], metric: str, settings: Settings) -> dict[float, float]:
+    scores = {}
+    for sparsity in settings.sparsities[:-1]:
+        record = read_json(retrain_dir(task_dir, sparsity) / "transfer_results.json")
+        if record and record["metrics"].get(metric) is not None:
+            scores[sparsity] = float(record["metrics"][metric])
+    last = row_at(eb_rows, settings.sparsities[-1]) if len(eb_rows) == len(settings.sparsities) + 1 else None
+    if last is not None and last.get(metric) is not None:
+        scores[settings.sparsities[-1]] = float(last[metric])
+    return scores
 
 
 def summarise(runs_dir: Path, settings: Settings) -> dict[str, TaskSummary]:
@@ -213,10 +254,7 @@ def read_transfers(runs_dir: Path, summaries: dict[str, TaskSummary], settings: 
             record = read_json(runs_dir / "transfer" / transfer_dir_name(source, sparsity, target) / "transfer_results.json")
         goal = summaries[target]
         score = None if record is None else record["metrics"].get(goal.metric)
-        is_matching = None
-        if score is not None and goal.full_mean is not None:
-            band = goal.full_std if goal.full_std is not None else 0.01 * abs(goal.full_mean)
-            is_matching = within_band(score, goal.full_mean, band, greater_is_better(goal.metric))
+        is_matching = None if score is None or goal.full_mean is None else score_matches(goal, score)
         rows.append({"source": source, "target": target, "sparsity": sparsity, "source_matching": source_matching,
                      "score": score, "matching": is_matching, "target_imp_same_sparsity": goal.score("imp", sparsity),
                      "target_random_same_sparsity": goal.score("random_pruning", sparsity)})
@@ -286,7 +324,7 @@ def per_sparsity_markdown(summaries: dict[str, TaskSummary], settings: Settings)
     for s in summaries.values():
         band = "—" if s.full_mean is None else f"{s.full_mean:.3f} ± {s.full_std:.3f}" if s.full_std is not None else f"{s.full_mean:.3f}"
         parts += [f"### {TASK_TITLES.get(s.task, s.task)} ({s.metric.removeprefix('eval_')}; full model {band})", "",
-                  "| sparsity | IMP | matching | random pruning | standard pruning | early-bird IMP |",
+                  "| sparsity | IMP | matching | random pruning | standard pruning | early-bird ticket, trained fully |",
                   "|---:|---:|:---:|---:|---:|---:|"]
         matched = set(s.imp_matching.get("matching_rounds") or [])
         for sparsity in [0.0, *settings.sparsities]:
@@ -294,7 +332,7 @@ def per_sparsity_markdown(summaries: dict[str, TaskSummary], settings: Settings)
             mark = "—" if imp_row is None or sparsity == 0 else ("yes" if imp_row["round"] in matched else "no")
             cells = [fmt(s.score("imp", sparsity)), mark]
             cells += [fmt(s.score(k, sparsity)) if sparsity > 0 else "(full)" for k in ("random_pruning", "standard_pruning")]
-            cells.append(fmt(s.score("early_bird", sparsity)))
+            cells.append(fmt(s.early_bird_full.get(scheduled(sparsity, settings))) if sparsity > 0 else "—")
             parts.append(f"| {pct(sparsity)} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)
@@ -323,10 +361,11 @@ def transfer_matrix_markdown(rows: list[dict], summaries: dict[str, TaskSummary]
     return "\n".join(lines)
 
 
-def early_bird_markdown(summaries: dict[str, TaskSummary]) -> str:
+def early_bird_markdown(summaries: dict[str, TaskSummary], settings: Settings) -> str:
     lines = ["| task | IMP train steps | early-bird train steps | steps saved | IMP train time (s) | early-bird train time (s) "
-             "| IMP matching sparsity | early-bird matching sparsity | rounds done (IMP / early-bird) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| IMP matching sparsity | early-bird ticket trained fully (sparsity: score) | early-bird matching sparsity "
+             "| rounds done (IMP / early-bird) |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for s in summaries.values():
         if s.task == MLM:
             continue
@@ -338,9 +377,19 @@ def early_bird_markdown(summaries: dict[str, TaskSummary]) -> str:
         saved = f"{imp_steps - eb_steps} ({100 * (imp_steps - eb_steps) / imp_steps:.0f}%)" if imp_steps else "—"
         imp_time = sum(r.get("train_time_s") or 0 for r in imp[:n])
         eb_time = sum(r.get("train_time_s") or 0 for r in eb[:n])
+        scored = [f"{pct(sp)}: {score:.3f} {'✓' if score_matches(s, score) else '✗'}"
+                  for sp, score in sorted(s.early_bird_full.items())]
         lines.append(f"| {TASK_TITLES[s.task]} | {imp_steps} | {eb_steps} | {saved} | {imp_time:.0f} | {eb_time:.0f} | "
-                     f"{pct(s.imp_matching.get('sparsity'))} | {pct(s.early_bird_matching.get('sparsity'))} | {len(imp)} / {len(eb)} |")
-    return "\n".join(lines)
+                     f"{pct(s.imp_matching.get('sparsity'))} | {', '.join(scored) or '—'} | "
+                     f"{pct(s.early_bird_matching.get('sparsity'))} | {len(imp)} / {len(eb)} |")
+    return "\n".join(lines) + (
+        "\n\nEarly bird stops a round once the mask it would prune has settled (checked every "
+        f"{settings.early_bird_interval} steps; settled = under {settings.early_bird_threshold:.0%} of the weights "
+        f"that round prunes changed, {settings.early_bird_patience} checks in a row), so those rounds' own scores "
+        "are of under-trained models. A ticket's "
+        "score is measured by training it fully from θ0: early-bird tickets at IMP's matching sparsity and at the "
+        "paper's, plus the last round (never stopped). ✓ = within one std of the full model's mean. The steps saved "
+        "are the search's; the full trainings are the measurement, as for any ticket.\n")
 
 
 # --------------------------------------------------------------------------------- progress
@@ -356,6 +405,9 @@ def progress(runs_dir: Path, summaries: dict[str, TaskSummary], transfers: list[
             n = len(summaries[task].rows[kind])
             status = "done" if n == total_rounds else "missing" if n == 0 else f"partial ({n}/{total_rounds} rounds)"
             items.append({"run": f"{task}/{kind}", "status": status})
+        for sparsity in early_bird_retrain_sparsities(summaries[task].imp_matching, task, settings):
+            done = sparsity in summaries[task].early_bird_full
+            items.append({"run": f"{task}/{EARLY_BIRD_RETRAIN}@{pct(sparsity)}", "status": "done" if done else "missing"})
     n = len(summaries[MLM].rows["imp"])
     items.append({"run": "mlm/imp", "status": "done" if n == total_rounds else "missing" if n == 0 else f"partial ({n}/{total_rounds} rounds)"})
     for r in transfers:
@@ -416,6 +468,7 @@ def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings:
         elif s.full_std is not None and s.full_std > WEAK_FULL_MODEL * abs(s.full_mean):
             out.append(f"{name}: caution, the full model barely learned the task at this scale ({s.full_mean:.3f} ± "
                        f"{s.full_std:.3f} over seeds): a one-std band this wide makes \"matching\" weak evidence.")
+    out += [line for task in settings.tasks if (line := early_bird_finding(summaries[task], settings))]
     mlm = summaries[MLM]
     if mlm.full_mean is not None:
         out.append(f"MLM: highest matching sparsity {pct(mlm.imp_matching.get('sparsity'))} vs the paper's 70% "
@@ -430,6 +483,32 @@ def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings:
         good = sum(bool(t["matching"]) for t in task_transfers)
         out.append(f"Task-to-task transfer: {good} of {len(task_transfers)} transferred tickets were matching on the target task.")
     return out
+
+
+def early_bird_finding(s: TaskSummary, settings: Settings) -> str | None:
+    rounds = len(settings.sparsities) + 1
+    imp, eb = s.rows["imp"], s.rows["early_bird"]
+    if len(imp) < rounds or len(eb) < rounds:
+        return None
+    imp_steps = sum(r.get("train_steps") or 0 for r in imp)
+    eb_steps = sum(r.get("train_steps") or 0 for r in eb)
+    text = f"{TASK_TITLES[s.task]} early bird: {100 * (imp_steps - eb_steps) / imp_steps:.0f}% fewer training steps than IMP"
+    ours = s.imp_matching.get("sparsity")
+    score = None if ours is None else s.early_bird_full.get(scheduled(ours, settings))
+    if score is not None:
+        imp_score = s.score("imp", ours)
+        verdict = "matching too" if score_matches(s, score) else "not matching"
+        text += (f"; its ticket at IMP's matching sparsity ({pct(ours)}), trained fully, scores {score:.3f} "
+                 f"(IMP's {fmt(imp_score)}): {verdict}")
+    tried = ", ".join(pct(x) for x in sorted(s.early_bird_full))
+    return text + f"; highest matching early-bird sparsity of those trained fully ({tried}): {pct(s.early_bird_matching.get('sparsity'))}."
+
+
+def score_matches(s: TaskSummary, score: float) -> bool:
+    if s.full_mean is None:
+        return False
+    band = s.full_std if s.full_std is not None else 0.01 * abs(s.full_mean)
+    return within_band(score, s.full_mean, band, greater_is_better(s.metric))
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -464,7 +543,7 @@ def write_report(results_dir: Path, settings: Settings, plots: bool = True) -> d
                                              "✓ = within one std of the target's full-model mean (the paper's matching band); "
                                              "the diagonal is the source ticket's own IMP score.\n")
     (results_dir / "early_bird.md").write_text(f"# Early-bird IMP beside plain IMP ({settings.name})\n\n{banner}"
-                                               f"{early_bird_markdown(summaries)}\n")
+                                               f"{early_bird_markdown(summaries, settings)}")
     (results_dir / "progress.md").write_text(f"# Progress ({settings.name})\n\n{progress_markdown(items, read_json(results_dir / TIMINGS_FILE))}\n")
     statements = findings(summaries, transfers, settings)
     (results_dir / "findings.md").write_text(f"# Findings ({settings.name})\n\n{banner}" + "\n".join(f"- {s}" for s in statements) + "\n")

@@ -32,6 +32,13 @@ CURVES = {
 }
 IMP_STEPS, EB_STEPS = [100, 100, 100, 100, 100], [100, 60, 55, 50, 40]
 TRANSFERS = {("mlm", "cola"): 0.41, ("mlm", "mrpc"): 0.69, ("cola", "mrpc"): 0.71, ("mrpc", "cola"): 0.35}
+# Early-bird tickets trained fully from θ0, at IMP's matching sparsity (CoLA 70%) and the paper's (50%); the
+# early-bird rounds' own scores (CURVES) are of under-trained models and must not decide matching, except the
+# last round's (90%), which early bird never stops.
+EB_RETRAINED = {"cola": {0.5: 0.35, 0.7: 0.45}, "mrpc": {0.5: 0.715}}
+
+
+N_RETRAINED = sum(len(v) for v in EB_RETRAINED.values())
 
 
 def full_stats(task):
@@ -77,6 +84,9 @@ def build_runs(results_dir):
             write_json(runs / task / f"dense_seed{seed}" / "all_results.json", {METRIC[task]: FULL[task][seed], "seed": seed})
         for kind in reproduce_report.SEARCH_KINDS:
             write_json(runs / task / kind / "results.json", search_record(task, kind))
+        for sparsity, score in EB_RETRAINED[task].items():
+            write_json(runs / task / "early_bird_retrain" / f"{100 * sparsity:.0f}" / "transfer_results.json",
+                       {"task": task, "main_metric": METRIC[task], "metrics": {METRIC[task]: score}})
     write_json(runs / "mlm" / "imp" / "results.json", search_record("mlm", "imp"))
     for (source, target), score in TRANSFERS.items():
         folder = f"{source}@{round(100 * source_sparsity(source))}__{target}"
@@ -110,7 +120,7 @@ def test_complete_report(tmp_path):
     for task in ("cola", "mrpc", "mlm"):
         assert (tmp_path / "plots" / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["complete"] is True
-    n_runs = len(SETTINGS.tasks) * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS)
+    n_runs = len(SETTINGS.tasks) * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS) + N_RETRAINED
     assert f"{n_runs} of {n_runs} planned runs done." in (tmp_path / "progress.md").read_text()
 
     # Full model: IMP round 0 is seed 42's score, the dense runs the others'; sample std (n - 1).
@@ -175,6 +185,20 @@ def test_complete_report(tmp_path):
     imp, eb = sum(IMP_STEPS), sum(EB_STEPS)
     assert row(early, "CoLA")[:3] == [str(imp), str(eb), f"{imp - eb} ({100 * (imp - eb) / imp:.0f}%)"]
     assert "MLM" not in [line.split("|")[1].strip() for line in early.splitlines() if line.startswith("|")]
+    # A ticket's score is its full training: retrained early-bird tickets plus the last round, never the
+    # stopped rounds' own scores. CoLA's stopped rounds say 50% is in the band (0.41) and 70% is not (0.20);
+    # trained fully it is the other way round.
+    low = full_stats("cola")[0] - band("cola")
+    assert expected_matching("cola") == 0.7 and CURVES["cola"]["early_bird"][1] >= low > CURVES["cola"]["early_bird"][2]
+    assert row(early, "CoLA")[5:8] == ["70%", "50%: 0.350 ✗, 70%: 0.450 ✓, 90%: 0.100 ✗", "70%"]
+    assert row(early, "MRPC")[5:8] == ["—", "50%: 0.715 ✓, 90%: 0.500 ✗", "50%"]
+    assert summary["tasks"]["cola"]["early_bird_matching"]["sparsity"] == 0.7
+    cola_rows = table2.split("### CoLA")[1].split("###")[0]
+    assert [row(cola_rows, p)[-1] for p in ("20%", "50%", "70%", "90%")] == ["—", "0.350", "0.450", "0.100"]
+    saved = 100 * (sum(IMP_STEPS) - sum(EB_STEPS)) / sum(IMP_STEPS)
+    assert (f"CoLA early bird: {saved:.0f}% fewer training steps than IMP; its ticket at IMP's matching sparsity (70%), "
+            f"trained fully, scores 0.450 (IMP's 0.420): matching too; highest matching early-bird sparsity of those "
+            f"trained fully (50%, 70%, 90%): 70%.") in findings
 
 
 def test_partial_report_banner_and_progress(tmp_path):
@@ -187,7 +211,7 @@ def test_partial_report_banner_and_progress(tmp_path):
     for name in ("table2.md", "transfer.md", "early_bird.md", "findings.md"):
         assert "> **Partial results**" in (tmp_path / name).read_text(), name
     progress = (tmp_path / "progress.md").read_text()
-    n_runs = len(SETTINGS.tasks) * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS)
+    n_runs = len(SETTINGS.tasks) * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS) + N_RETRAINED
     assert f"{n_runs - 2} of {n_runs} planned runs done." in progress
     assert row(progress, "mrpc/early_bird") == [f"partial (3/{len(SPARSITIES) + 1} rounds)"]
     assert row(progress, "transfer/cola->mrpc") == ["missing"]
@@ -236,14 +260,16 @@ def test_plan_skips_finished_runs_and_redoes_only_missing_ones(tmp_path, monkeyp
 
     labels = [label for label, _ in repro.steps()]
     n_tasks = len(SETTINGS.tasks)
-    assert len(labels) == n_tasks * (len(SETTINGS.seeds) - 1 + 4) + 1 + len(TRANSFERS) == len(set(labels))
+    assert len(labels) == n_tasks * (len(SETTINGS.seeds) - 1 + 5) + 1 + len(TRANSFERS) == len(set(labels))
     assert steps_that_train() == []  # everything exists: a rerun trains nothing
 
     write_json(runs / "cola" / "imp" / "results.json", search_record("cola", "imp", n_rounds=len(SPARSITIES)))
     write_json(runs / "mrpc" / "random_pruning" / "results.json", search_record("mrpc", "random_pruning", n_rounds=2))
     (runs / "mrpc" / "dense_seed43" / "all_results.json").unlink()
     (runs / "transfer" / f"mlm@{round(100 * source_sparsity('mlm'))}__mrpc" / "transfer_results.json").unlink()
-    assert steps_that_train() == ["cola imp", "mrpc dense seed 43", "mrpc random_pruning", "transfer mlm -> mrpc"]
+    (runs / "mrpc" / "early_bird_retrain" / "50" / "transfer_results.json").unlink()
+    assert steps_that_train() == ["cola imp", "mrpc dense seed 43", "mrpc random_pruning", "transfer mlm -> mrpc",
+                                  "mrpc early-bird retrain"]
 
 
 def test_full_mode_budget_under_three_hours():
