@@ -8,7 +8,6 @@ learning-rate schedule), ``TicketCallback`` when a ticket is given, and the task
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 import time

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, BertForMaskedLM
+from transformers import BertForMaskedLM
 
 import hf_tickets
 from hf_tickets.tasks import shared_data_dir
