@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import TicketError
+from .select import count_pruned
 
 MASK_FORMAT = "hf_tickets.masks"
 _FINGERPRINT_PREFIX = "__fingerprint__."
@@ -65,7 +66,7 @@ def save_packed_masks(path: Path, masks: dict[str, torch.Tensor], fingerprint: d
     header = {
         "format": MASK_FORMAT,
         "shapes": {name: list(mask.shape) for name, mask in masks.items()},
-        "pruned": {name: mask.numel() - int(torch.count_nonzero(mask)) for name, mask in masks.items()},
+        "pruned": {name: count_pruned(mask) for name, mask in masks.items()},
     }
     metadata = {MASK_FORMAT: json.dumps(header)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -101,7 +102,7 @@ def load_packed_masks(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
         if packed.dtype != torch.uint8 or packed.numel() != math.ceil(math.prod(shape) / 8):
             raise TicketError(f"{path}: packed mask {name!r} does not fit its shape {shape}; the file is corrupt")
         mask = unpack_mask(packed, shape)
-        if mask.numel() - int(torch.count_nonzero(mask)) != pruned[name]:
+        if count_pruned(mask) != pruned[name]:
             raise TicketError(f"{path}: mask {name!r} does not have its recorded pruned count; the file is corrupt")
         masks[name] = mask
     return masks, fingerprint

@@ -52,11 +52,10 @@ def as_scores(values: torch.Tensor, out: np.ndarray | None = None) -> np.ndarray
     return _cpu_float(values)
 
 
-def count_true(mask: torch.Tensor) -> int:
-    """``count_nonzero`` for a bool mask; numpy's SIMD count is 3x faster on CPU tensors."""
-    if mask.device.type != "cpu":
-        return int(torch.count_nonzero(mask))
-    return int(np.count_nonzero(mask.detach().numpy()))
+def count_pruned(mask: torch.Tensor) -> int:
+    """False entries of a keep-mask; numpy's SIMD count is 3x faster than ``count_nonzero`` on CPU."""
+    kept = torch.count_nonzero(mask) if mask.device.type != "cpu" else np.count_nonzero(mask.detach().numpy())
+    return mask.numel() - int(kept)
 
 
 def _kth_smallest(values: np.ndarray, ranks: list[int]) -> list[float]:
@@ -103,8 +102,8 @@ def _band_limits(tensors, keep, k, total, score_fn, widening) -> tuple[float, fl
 
 def _one_pass(tensors, keep, lo, hi, score_fn):
     """Masks ``score >= lo`` (and previously kept), the count below lo, and the band's contents."""
-    largest = max(t.numel() for t in tensors.values())
     sizes = [t.numel() for t in tensors.values()]
+    largest = max(sizes)
     # One block for all masks: numpy backs blocks of 4 MB and more with huge pages where the kernel
     # allows, so writing 1 byte per weight takes hundreds of page faults, not tens of thousands.
     block = np.empty(sum(sizes), dtype=bool)
@@ -146,7 +145,7 @@ def prune_lowest(
     ``keep``: a previous mask; its pruned entries stay pruned and count towards ``k``.
     """
     total = sum(t.numel() for t in tensors.values())
-    already = 0 if keep is None else sum(m.numel() - count_true(m) for m in keep.values())
+    already = 0 if keep is None else sum(count_pruned(m) for m in keep.values())
     if not already <= k <= total:
         raise ValueError(f"cannot prune {k} of {total} entries when {already} are already pruned")
     if k == already and keep is not None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from .errors import TicketError
-from .select import as_scores, count_true, prune_lowest
+from .select import as_scores, count_pruned, prune_lowest
 
 Masks = dict[str, torch.Tensor]
 Strategy = Callable[..., Masks]
@@ -53,7 +53,7 @@ def _layer_quotas(weights, keep, sparsity) -> dict[str, int]:
     Each tensor's wish is what it lacks to reach ``sparsity``; wishes are scaled to the exact
     total and rounded by largest remainder, never beyond what the tensor still has.
     """
-    pruned = {n: 0 if keep is None else keep[n].numel() - count_true(keep[n]) for n in weights}
+    pruned = {n: 0 if keep is None else count_pruned(keep[n]) for n in weights}
     need = num_to_prune(weights, sparsity) - sum(pruned.values())
     wish = {n: max(0.0, sparsity * w.numel() - pruned[n]) for n, w in weights.items()}
     scale = need / sum(wish.values()) if sum(wish.values()) > 0 else 0.0

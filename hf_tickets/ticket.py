@@ -27,7 +27,7 @@ from . import __version__
 from .distributed import full_shape, full_weight, zero_pruned_
 from .errors import TicketError
 from .fileio import atomic_write_json, load_packed_masks, save_packed_masks
-from .select import count_true
+from .select import count_pruned
 from .targets import base_model_of, base_model_prefix, unwrap_model
 
 FORMAT_VERSION = 1
@@ -110,7 +110,7 @@ class Ticket:
                 raise TicketError(f"mask for {name} must be boolean, got {mask.dtype}")
         self.masks = {name: mask.detach().cpu() for name, mask in masks.items()}
         # Masks are treated as read-only: pruning makes a new ticket, so counts are computed once.
-        self._pruned = {n: m.numel() - count_true(m) for n, m in self.masks.items()}
+        self._pruned = {n: count_pruned(m) for n, m in self.masks.items()}
         self.config = config or TicketConfig()
         self.fingerprint = fingerprint or {}
         self.config.sparsity = self.sparsity

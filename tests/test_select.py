@@ -113,8 +113,8 @@ def test_half_precision_weights_are_scored_in_float32():
     assert torch.equal(flatten(masks, tensors), brute_force(as_float, 2500))
 
 
-def test_count_true_matches_count_nonzero():
+def test_count_pruned_matches_count_nonzero():
     g = torch.Generator().manual_seed(5)
     mask = torch.rand(37, 41, generator=g) < 0.3
     for view in (mask, mask.t(), mask[:, ::3], mask[5:6]):
-        assert select.count_true(view) == int(torch.count_nonzero(view))
+        assert select.count_pruned(view) == view.numel() - int(torch.count_nonzero(view))
