@@ -129,11 +129,6 @@ def budget(settings: Settings) -> dict:
     }
 
 
-def statistics_mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
-
-
 def machine_info() -> dict:
     import torch
     import transformers
@@ -245,36 +240,32 @@ class Reproduction:
             run_imp_search(self.model_args, task, args, self.ticket_args(baseline, early_bird=kind == "early_bird"),
                            self.tokenizer)
 
-    def transfer(self, source: str, target: str, summaries) -> None:
+    def train_ticket(self, ticket_dir: Path, target: str, run_dir: Path, source: str) -> None:
+        """Fine-tune θ0 of ``target`` under a saved ticket (skipped once ``run_dir`` has its result)."""
         from hf_tickets.experiment import transfer
         from hf_tickets.ticket import Ticket
 
+        if (run_dir / "transfer_results.json").is_file():
+            return
+        transfer(self.model_args, self.task(target), self.training_args(run_dir, target), Ticket.from_pretrained(ticket_dir),
+                 self.tokenizer, source=source)
+
+    def transfer(self, source: str, target: str, summaries) -> None:
         sparsity, _ = transfer_source_sparsity(summaries[source], self.settings)
         if sparsity is None:
             logger.warning("transfer %s -> %s skipped: %s has no ticket to transfer yet", source, target, source)
             return
-        run_dir = self.runs_dir / "transfer" / transfer_dir_name(source, sparsity, target)
-        if (run_dir / "transfer_results.json").is_file():
-            return
-        row = next(r for r in summaries[source].rows["imp"] if abs(r["sparsity"] - sparsity) < 1e-6)
-        ticket = Ticket.from_pretrained(self.runs_dir / source / "imp" / row["ticket"])
-        transfer(self.model_args, self.task(target), self.training_args(run_dir, target), ticket, self.tokenizer,
-                 source=f"{source}@{100 * sparsity:.0f}")
+        row = row_at(summaries[source].rows["imp"], sparsity)
+        self.train_ticket(self.runs_dir / source / "imp" / row["ticket"], target,
+                          self.runs_dir / "transfer" / transfer_dir_name(source, sparsity, target), f"{source}@{100 * sparsity:.0f}")
 
     def retrain_early_bird(self, task_name: str, summary) -> None:
         """Train early-bird tickets fully from θ0: an early-bird round's own score is of an under-trained model."""
-        from hf_tickets.experiment import transfer
-        from hf_tickets.ticket import Ticket
-
-        rows = summary.rows["early_bird"]
         for sparsity in early_bird_retrain_sparsities(summary.imp_matching, task_name, self.settings):
-            run_dir = retrain_dir(self.runs_dir / task_name, sparsity)
-            row = row_at(rows, sparsity)
-            if (run_dir / "transfer_results.json").is_file() or row is None:
-                continue
-            ticket = Ticket.from_pretrained(self.runs_dir / task_name / "early_bird" / row["ticket"])
-            transfer(self.model_args, self.task(task_name), self.training_args(run_dir, task_name), ticket,
-                     self.tokenizer, source=f"{task_name} early-bird@{100 * sparsity:.0f}")
+            row = row_at(summary.rows["early_bird"], sparsity)
+            if row is not None:
+                self.train_ticket(self.runs_dir / task_name / "early_bird" / row["ticket"], task_name,
+                                  retrain_dir(self.runs_dir / task_name, sparsity), f"{task_name} early-bird@{100 * sparsity:.0f}")
 
     # --------------------------------------------------------------------------- plan
     def steps(self):

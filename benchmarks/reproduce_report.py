@@ -182,8 +182,9 @@ def summarise_task(runs_dir: Path, task: str, settings: Settings) -> TaskSummary
 
 
 def scheduled(sparsity: float, settings: Settings) -> float:
-    """The schedule's sparsity that a round's measured one (e.g. 0.9000000188) stands for."""
-    return min(settings.sparsities, key=lambda s: abs(s - sparsity))
+    """The scheduled sparsity nearest ``sparsity`` (the lower one on a tie), e.g. a round's measured
+    0.9000000188 or the paper's matching sparsity."""
+    return min(settings.sparsities, key=lambda s: (abs(s - sparsity), s))
 
 
 def early_bird_retrain_sparsities(imp_matching: dict, task: str, settings: Settings) -> list[float]:
@@ -230,7 +231,7 @@ def transfer_source_sparsity(summary: TaskSummary, settings: Settings) -> tuple[
     if not summary.full_scores:
         return None, False
     paper = PAPER_MATCHING_SPARSITY[summary.task] / 100
-    fallback = min(settings.sparsities, key=lambda s: (abs(s - paper), s))
+    fallback = scheduled(paper, settings)
     return (fallback, False) if row_at(summary.rows["imp"], fallback) else (None, False)
 
 
@@ -361,6 +362,10 @@ def transfer_matrix_markdown(rows: list[dict], summaries: dict[str, TaskSummary]
     return "\n".join(lines)
 
 
+def train_steps(rows: list[dict]) -> int:
+    return sum(r.get("train_steps") or 0 for r in rows)
+
+
 def early_bird_markdown(summaries: dict[str, TaskSummary], settings: Settings) -> str:
     lines = ["| task | IMP train steps | early-bird train steps | steps saved | IMP train time (s) | early-bird train time (s) "
              "| IMP matching sparsity | early-bird ticket trained fully (sparsity: score) | early-bird matching sparsity "
@@ -372,8 +377,7 @@ def early_bird_markdown(summaries: dict[str, TaskSummary], settings: Settings) -
         imp, eb = s.rows["imp"], s.rows["early_bird"]
         # Compare only the rounds both have finished, so a partial run does not look like a saving.
         n = min(len(imp), len(eb))
-        imp_steps = sum(r.get("train_steps") or 0 for r in imp[:n])
-        eb_steps = sum(r.get("train_steps") or 0 for r in eb[:n])
+        imp_steps, eb_steps = train_steps(imp[:n]), train_steps(eb[:n])
         saved = f"{imp_steps - eb_steps} ({100 * (imp_steps - eb_steps) / imp_steps:.0f}%)" if imp_steps else "—"
         imp_time = sum(r.get("train_time_s") or 0 for r in imp[:n])
         eb_time = sum(r.get("train_time_s") or 0 for r in eb[:n])
@@ -490,8 +494,7 @@ def early_bird_finding(s: TaskSummary, settings: Settings) -> str | None:
     imp, eb = s.rows["imp"], s.rows["early_bird"]
     if len(imp) < rounds or len(eb) < rounds:
         return None
-    imp_steps = sum(r.get("train_steps") or 0 for r in imp)
-    eb_steps = sum(r.get("train_steps") or 0 for r in eb)
+    imp_steps, eb_steps = train_steps(imp), train_steps(eb)
     text = f"{TASK_TITLES[s.task]} early bird: {100 * (imp_steps - eb_steps) / imp_steps:.0f}% fewer training steps than IMP"
     ours = s.imp_matching.get("sparsity")
     score = None if ours is None else s.early_bird_full.get(scheduled(ours, settings))
