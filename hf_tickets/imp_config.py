@@ -36,7 +36,7 @@ class IMPConfig:
     early_bird_interval: int = field(default=10, metadata={"help": "Early-bird: optimizer steps between checks."})
     stop_when_not_matching: bool = field(default=False, metadata={"help": "Stop after the first round whose score leaves the matching band."})
     matching_metric: str = field(default="eval_accuracy", metadata={"help": "Metric that decides matching."})
-    matching_tolerance: float | None = field(default=None, metadata={"help": "Matching band below the full model's score; default full_model_std, else 1% of the full score."})
+    matching_tolerance: float | None = field(default=None, metadata={"help": "Matching band below the full model's score; default full_model_std, else 1%% of the full score."})
     full_model_std: float | None = field(default=None, metadata={"help": "Std of the full model's score over seeds (the paper's band)."})
     matching_greater_is_better: bool | None = field(default=None, metadata={"help": "Default: True unless the metric name contains 'loss'."})
     imp_seed: int = field(default=42, metadata={"help": "Seed set at the start of every round; also seeds random pruning and re-initialisation."})

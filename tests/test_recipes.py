@@ -154,3 +154,12 @@ def test_random_pruning_baseline_through_the_recipe(tiny_base, sst2_files, tmp_p
     assert results["rounds"][1]["baseline"] == "random_pruning"
     imp_like = hf_tickets.prune(BertForMaskedLM.from_pretrained(tiny_base), 0.5)
     assert not hf_tickets.Ticket.from_pretrained(tmp_path / "round_01" / "ticket").equals(imp_like)
+
+
+@pytest.mark.parametrize("recipe", [run_glue, run_qa, run_mlm], ids=lambda m: m.__name__)
+def test_help_prints_every_flag(recipe, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        recipe.main(["--help"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model_name_or_path" in out and "--matching_tolerance" in out and "1%" in out
