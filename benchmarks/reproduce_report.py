@@ -22,7 +22,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hf_tickets.results import greater_is_better, matching_ticket, within_band
+from hf_tickets.training.results import greater_is_better, matching_ticket, within_band
 
 #: The paper's highest matching sparsity per task (Chen et al. 2020, Table 2), in percent.
 PAPER_MATCHING_SPARSITY = {"mnli": 70, "qqp": 90, "stsb": 50, "wnli": 90, "qnli": 70, "mrpc": 50, "rte": 60,
@@ -516,7 +516,7 @@ def score_matches(s: TaskSummary, score: float) -> bool:
 
 # ------------------------------------------------------------------------------------ plots
 def write_plots(summaries: dict[str, TaskSummary], plots_dir: Path) -> list[Path]:
-    from hf_tickets.plots import plot_sparsity_vs_score
+    from hf_tickets.hub.plots import plot_sparsity_vs_score
 
     written = []
     for s in summaries.values():

@@ -1,19 +1,25 @@
-"""hf_tickets: find, store, share and transfer lottery tickets in pre-trained BERT networks."""
+"""hf_tickets: find, store, share and transfer lottery tickets in pre-trained BERT networks.
 
-__version__ = "0.1.0"
+Layers, each importing only those below it: ``core`` (tickets, selection, strategies, targets,
+schedules, files) <- ``training`` (callback, IMP, masking) <- ``tasks`` / ``hub`` <- ``experiments``
+(what the recipes share) <- ``commands`` (the ``hf-tickets`` CLI).
+"""
 
-from .errors import TicketError  # noqa: E402
-from .pruning import prune  # noqa: E402
-from .strategies import STRATEGIES, register_strategy  # noqa: E402
-from .targets import PRESETS, resolve_targets  # noqa: E402
-from .ticket import ApplyReport, Ticket, TicketConfig  # noqa: E402
+import hf_tickets.hub  # noqa: F401  registers the Hub as the core's remote store: Ticket.from_pretrained(repo_id)
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.pruning import prune
+from hf_tickets.core.strategies import STRATEGIES, register_strategy
+from hf_tickets.core.targets import PRESETS, resolve_targets
+from hf_tickets.core.ticket import ApplyReport, Ticket, TicketConfig
+from hf_tickets.core.version import __version__
+from hf_tickets.hub.upload import push_sparse_checkpoint
 
-# Trainer / Hub / IMP pieces load on first use, so `import hf_tickets` stays light for core users.
+# The Trainer pieces load on first use: importing transformers' Trainer takes seconds, and
+# `import hf_tickets` stays light for users of the core alone.
 _LAZY = {
-    "TicketCallback": "hf_tickets.callback",
-    "push_sparse_checkpoint": "hf_tickets.hub",
-    "IMPManager": "hf_tickets.imp",
-    "IMPConfig": "hf_tickets.imp",
+    "TicketCallback": "hf_tickets.training.callback",
+    "IMPManager": "hf_tickets.training.imp",
+    "IMPConfig": "hf_tickets.training.imp_config",
 }
 
 
@@ -35,6 +41,7 @@ __all__ = [
     "TicketError",
     "__version__",
     "prune",
+    "push_sparse_checkpoint",
     "register_strategy",
     "resolve_targets",
 ]

@@ -12,8 +12,8 @@
 Arguments may also come from one JSON file: ``python recipes/run_glue.py args.json``.
 """
 
-from hf_tickets.arguments import GlueDataArguments
-from hf_tickets.experiment import load_tokenizer, parse_recipe_args, run_recipe, setup_logging
+from hf_tickets.experiments.arguments import GlueDataArguments
+from hf_tickets.experiments.experiment import load_tokenizer, parse_recipe_args, run_recipe, setup_logging
 from hf_tickets.tasks.prepared import prepare_glue
 
 

@@ -11,8 +11,8 @@ Reports ``eval_loss``, ``eval_perplexity`` and the masked-token ``eval_accuracy`
 masking; evaluation masks are the same in every round).
 """
 
-from hf_tickets.arguments import MLMDataArguments
-from hf_tickets.experiment import load_tokenizer, parse_recipe_args, run_recipe, setup_logging
+from hf_tickets.experiments.arguments import MLMDataArguments
+from hf_tickets.experiments.experiment import load_tokenizer, parse_recipe_args, run_recipe, setup_logging
 from hf_tickets.tasks.prepared import prepare_mlm
 
 

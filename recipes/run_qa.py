@@ -10,8 +10,8 @@
 Scores are the official exact match and F1 of SQuAD v1.1 (``eval_exact_match``, ``eval_f1``).
 """
 
-from hf_tickets.arguments import QADataArguments
-from hf_tickets.experiment import load_tokenizer, parse_recipe_args, run_recipe, setup_logging
+from hf_tickets.experiments.arguments import QADataArguments
+from hf_tickets.experiments.experiment import load_tokenizer, parse_recipe_args, run_recipe, setup_logging
 from hf_tickets.tasks.prepared import prepare_squad
 
 

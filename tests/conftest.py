@@ -4,7 +4,6 @@ import shutil
 import tempfile
 
 import pytest
-
 from hub_server import HubServer, reserve_local_socket
 
 # --- Local Hub (tests/hub_server.py) --------------------------------------------------------------

@@ -12,7 +12,7 @@ from transformers.trainer_callback import TrainerControl, TrainerState
 
 import hf_tickets
 from hf_tickets import Ticket, TicketError
-from hf_tickets.callback import TicketCallback
+from hf_tickets.training.callback import TicketCallback
 
 
 class TokenFiveDataset(torch.utils.data.Dataset):
@@ -130,7 +130,7 @@ def test_resume_restores_the_checkpoint_ticket(tmp_path, caplog):
     fresh, ticket_b = base_and_ticket(0.5, strategy="random", seed=1)
     callback = TicketCallback(ticket_b)
     trainer = make_trainer(tmp_path, fresh, [callback], max_steps=6, save_strategy="steps", save_steps=2)
-    with caplog.at_level(logging.WARNING, logger="hf_tickets.callback"):
+    with caplog.at_level(logging.WARNING, logger="hf_tickets.training.callback"):
         trainer.train(resume_from_checkpoint=True)  # -> output_dir/checkpoint-4
     assert trainer.state.global_step == 6
     assert callback.ticket.equals(ticket_a)
@@ -171,7 +171,7 @@ def test_resume_without_a_ticket_in_the_checkpoint_applies_the_given_ticket(tmp_
     model, ticket = base_and_ticket()
     make_trainer(tmp_path, model, max_steps=2, save_strategy="steps", save_steps=2).train()
     fresh = tiny_model(BertForSequenceClassification)
-    with caplog.at_level(logging.WARNING, logger="hf_tickets.callback"):
+    with caplog.at_level(logging.WARNING, logger="hf_tickets.training.callback"):
         make_trainer(tmp_path, fresh, [TicketCallback(ticket)], max_steps=4).train(resume_from_checkpoint=True)
     assert "no ticket in" in caplog.text
     assert pruned_nonzero(ticket, fresh) == 0

@@ -3,12 +3,12 @@
 import pytest
 from huggingface_hub import ModelCard
 from PIL import Image
+from tiny import tiny_model
 from transformers import BertForMaskedLM
 
 from hf_tickets import prune
-from hf_tickets.cards import SECTION_RE, merge_sections, primary_metric, ticket_card
-from hf_tickets.plots import plot_sparsity_vs_score, split_results
-from tiny import tiny_model
+from hf_tickets.hub.cards import SECTION_RE, merge_sections, primary_metric, ticket_card
+from hf_tickets.hub.plots import plot_sparsity_vs_score, split_results
 
 SECTIONS = ["summary", "how_found", "sparsity", "results", "transfer", "usage", "provenance"]
 RESULTS = [
@@ -126,7 +126,7 @@ def test_plot_is_a_png_with_ticket_and_baseline_lines(tmp_path):
 
 
 def test_imp_bookkeeping_columns_are_not_reported_as_metrics():
-    from hf_tickets.cards import metric_names
+    from hf_tickets.hub.cards import metric_names
 
     rows = [{"round": 0, "sparsity": 0.0, "eval_accuracy": 0.9, "train_time_s": 3.0, "train_steps": 10,
              "planned_steps": 10, "early_bird_steps_saved": 0, "full_score": 0.9, "full_std": None}]

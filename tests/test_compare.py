@@ -1,11 +1,11 @@
 import pytest
 import torch
+from tiny import tiny_model
 from transformers import BertModel
 
 from hf_tickets import Ticket, TicketError, prune
-from hf_tickets.cli import main
-from hf_tickets.compare import overlap, random_jaccard
-from tiny import tiny_model
+from hf_tickets.commands.cli import main
+from hf_tickets.commands.compare import overlap, random_jaccard
 
 
 def test_identical_tickets_overlap_fully_and_random_ones_as_expected():

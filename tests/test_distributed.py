@@ -18,20 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import tiny_model
 
 import hf_tickets
 from hf_tickets import distributed
-from hf_tickets.distributed import (
-    _accelerate_launch_args,
-    _num_processes_in_argv,
-    broadcast_masks,
-    full_weight,
-    local_mask,
-    local_view,
-    masks_from_main,
-    use_true_loss,
-)
-from tiny import tiny_model
+from hf_tickets.core.collectives import broadcast_masks, masks_from_main
+from hf_tickets.core.shards import full_weight, local_mask, local_view
+from hf_tickets.training.launch import _accelerate_launch_args, _num_processes_in_argv
+from hf_tickets.training.trainer_loss import use_true_loss
 
 SCRIPTS = Path(__file__).parent / "dist_scripts"
 RECIPES = Path(__file__).parents[1] / "recipes"

@@ -9,19 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import HubServer
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+from tiny import tiny_model
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, BertForMaskedLM
 
 import hf_tickets
 from hf_tickets import Ticket, TicketError
-from hf_tickets.cards import SECTION_RE
-from hf_tickets.cli import main as cli_main
-from hf_tickets.hub import PLOT_FILE, TicketHubError, download_ticket, pull, push_sparse_checkpoint, push_ticket
-from hf_tickets.sparse_checkpoint import COMPACT_FILE, DENSE_FILE, save_sparse_checkpoint
-from hf_tickets.ticket import CONFIG_FILE, MASKS_FILE
-from hub_server import HubServer
-from tiny import tiny_model
+from hf_tickets.commands.cli import main as cli_main
+from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE
+from hf_tickets.hub.cards import SECTION_RE
+from hf_tickets.hub.download import download_ticket, pull
+from hf_tickets.hub.hub_api import PLOT_FILE, TicketHubError
+from hf_tickets.hub.sparse_checkpoint import COMPACT_FILE, DENSE_FILE, save_sparse_checkpoint
+from hf_tickets.hub.upload import push_sparse_checkpoint, push_ticket
 
 BASE = "test-org/tiny-bert"
 RESULTS = [

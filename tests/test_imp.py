@@ -24,9 +24,9 @@ from transformers import BertForSequenceClassification, HfArgumentParser, Traine
 
 import hf_tickets
 from hf_tickets import IMPConfig, IMPManager, Ticket, TicketError
-from hf_tickets.callback import TicketCallback
-from hf_tickets.results import matching_ticket, to_csv
-from hf_tickets.schedules import imp_schedule, parse_sparsities
+from hf_tickets.core.schedules import imp_schedule, parse_sparsities
+from hf_tickets.training.callback import TicketCallback
+from hf_tickets.training.results import matching_ticket, to_csv
 
 TESTS = Path(__file__).parent
 VENV_BIN = Path(sys.executable).parent

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_checkpoint, write_sst2
 from transformers import BertForMaskedLM
 
 import hf_tickets
 from hf_tickets.tasks import shared_data_dir
-from tiny import tiny_checkpoint, write_sst2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import run_glue  # noqa: E402

@@ -239,7 +239,7 @@ class Trains(Exception):
 
 
 def test_plan_skips_finished_runs_and_redoes_only_missing_ones(tmp_path, monkeypatch):
-    from hf_tickets.ticket import Ticket
+    from hf_tickets.core.ticket import Ticket
 
     runs = build_runs(tmp_path)
     repro = reproduce.Reproduction(SETTINGS, tmp_path)

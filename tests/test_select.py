@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_tickets import select
-from hf_tickets.select import prune_lowest
+from hf_tickets.core.selection import prune_lowest
 
 
 def brute_force(tensors, k, keep=None):

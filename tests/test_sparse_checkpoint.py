@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tiny import tiny_model
 from transformers import AutoModel, AutoModelForMaskedLM, BertForMaskedLM
 
 from hf_tickets import TicketError, prune
-from hf_tickets.cli import main as cli_main
-from hf_tickets.sparse_checkpoint import (
+from hf_tickets.commands.cli import main as cli_main
+from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE
+from hf_tickets.hub.sparse_checkpoint import (
     COMPACT_FILE,
     DENSE_FILE,
     MASK_SUFFIX,
@@ -26,8 +28,6 @@ from hf_tickets.sparse_checkpoint import (
     to_compact,
     to_dense,
 )
-from hf_tickets.ticket import CONFIG_FILE, MASKS_FILE
-from tiny import tiny_model
 
 
 def sha256(path) -> str:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny import TINY, tiny_model
 from transformers import (
     BertForMaskedLM,
     BertForSequenceClassification,
@@ -15,7 +16,6 @@ from transformers import (
 )
 
 from hf_tickets import TicketError, resolve_targets
-from tiny import TINY, tiny_model
 
 
 def test_bert_base_shape_has_72_encoder_matrices():

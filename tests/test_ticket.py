@@ -5,12 +5,12 @@ import os
 
 import pytest
 import torch
+from tiny import tiny_model
 from transformers import BertForMaskedLM, BertForSequenceClassification, BertModel, DistilBertConfig, DistilBertModel
 
 import hf_tickets
 from hf_tickets import Ticket, TicketError, prune
-from hf_tickets.ticket import CONFIG_FILE, MASKS_FILE
-from tiny import tiny_model
+from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE
 
 
 def pruned_values(model, ticket):

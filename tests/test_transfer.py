@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from tiny import NEGATIVE, POSITIVE, tiny_checkpoint, write_sst2
 from transformers import BertForMaskedLM
 
 import hf_tickets
-from hf_tickets.cli import main
-from hf_tickets.transfer import FULL_MODEL, transfer_rows
-from tiny import NEGATIVE, POSITIVE, tiny_checkpoint, write_sst2
+from hf_tickets.commands.cli import main
+from hf_tickets.commands.transfer import FULL_MODEL, transfer_rows
 
 
 def write_cola(folder, n=24):

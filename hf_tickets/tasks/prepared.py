@@ -21,7 +21,7 @@ from transformers import (
     default_data_collator,
 )
 
-from . import glue, metrics, mlm, squad
+from hf_tickets.tasks import glue, metrics, mlm, squad
 
 
 @dataclass
@@ -100,7 +100,7 @@ def prepare_glue(data_args, tokenizer, cache_dir: str | None = None) -> Prepared
 
 def prepare_movie_reviews(data_args, tokenizer, seed: int = 0) -> PreparedTask:
     """The embedded demo: Rotten Tomatoes sentences rated by humans (vaderSentiment's ground truth)."""
-    from .demo_data import load_movie_reviews
+    from hf_tickets.tasks.demo_data import load_movie_reviews
 
     raw = load_movie_reviews(seed=seed)
     return _classification("movie_reviews", raw, tokenizer, data_args, [("validation", "eval")], ["vaderSentiment:movieReviewSnippets"])

@@ -17,8 +17,8 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from common import dump, finish, masks_of, tiny_model
 from transformers import BertForSequenceClassification
 
-from hf_tickets.distributed import join_uneven_inputs, rank
-from hf_tickets.imp import IMPConfig, IMPManager
+from hf_tickets.core.collectives import join_uneven_inputs, rank
+from hf_tickets.training.imp import IMPConfig, IMPManager
 
 probe, out, phase = sys.argv[1], Path(sys.argv[2]).resolve(), sys.argv[3]
 

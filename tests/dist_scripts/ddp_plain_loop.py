@@ -2,7 +2,7 @@
 
 Two IMP rounds in a plain Accelerate loop (DDP, CPU, gloo): prune on every rank (masks computed
 on rank 0 and broadcast), rewind to θ0, apply, train with ranks seeing different numbers of
-batches (no hang: ``hf_tickets.distributed.join_uneven_inputs``; Accelerate's own is GPU-only),
+batches (no hang: ``hf_tickets.core.collectives.join_uneven_inputs``; Accelerate's own is GPU-only),
 re-zero after every optimizer step.
 """
 
@@ -14,13 +14,9 @@ from common import dump, finish, masks_of, tiny_model
 from transformers import BertForSequenceClassification
 
 import hf_tickets
-from hf_tickets.distributed import (
-    distributed_info,
-    is_main_process,
-    join_uneven_inputs,
-    warn_if_single_process_requested,
-    zero_pruned_,
-)
+from hf_tickets.core.collectives import is_main_process, join_uneven_inputs
+from hf_tickets.core.shards import zero_pruned_
+from hf_tickets.training.launch import distributed_info, warn_if_single_process_requested
 
 probe, out = sys.argv[1], sys.argv[2]
 accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(even_batches=False))

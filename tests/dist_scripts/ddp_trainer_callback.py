@@ -13,7 +13,8 @@ from transformers import BertForSequenceClassification, Trainer, TrainerCallback
 
 import hf_tickets
 from hf_tickets import Ticket, TicketCallback
-from hf_tickets.distributed import rank, use_true_loss
+from hf_tickets.core.collectives import rank
+from hf_tickets.training.trainer_loss import use_true_loss
 
 probe, out = sys.argv[1], sys.argv[2]
 

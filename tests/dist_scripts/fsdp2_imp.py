@@ -17,8 +17,8 @@ from torch.distributed.fsdp import fully_shard
 from transformers import BertForSequenceClassification
 
 import hf_tickets
-from hf_tickets.distributed import full_weight
-from hf_tickets.imp import IMPConfig, IMPManager
+from hf_tickets.core.shards import full_weight
+from hf_tickets.training.imp import IMPConfig, IMPManager
 
 probe, out = sys.argv[1], Path(sys.argv[2])
 dist.init_process_group("gloo")

@@ -17,14 +17,8 @@ from torch.distributed.tensor import distribute_tensor
 from transformers import BertForMaskedLM
 
 import hf_tickets
-from hf_tickets.distributed import (
-    full_state_dict,
-    full_weight,
-    is_main_process,
-    load_full_state_dict,
-    local_mask,
-    local_view,
-)
+from hf_tickets.core.collectives import is_main_process
+from hf_tickets.core.shards import full_state_dict, full_weight, load_full_state_dict, local_mask, local_view
 
 probe, out = sys.argv[1], sys.argv[2]
 dist.init_process_group("gloo")

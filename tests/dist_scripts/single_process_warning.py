@@ -9,7 +9,8 @@ import warnings
 from accelerate import Accelerator
 from common import dump, finish
 
-from hf_tickets.distributed import requested_num_processes, warn_if_single_process_requested, world_size
+from hf_tickets.core.collectives import world_size
+from hf_tickets.training.launch import requested_num_processes, warn_if_single_process_requested
 
 accelerator = Accelerator(cpu=True)
 with warnings.catch_warnings(record=True) as caught:

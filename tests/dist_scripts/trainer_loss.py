@@ -15,7 +15,8 @@ import torch
 from common import finish, tiny_model
 from transformers import BertForSequenceClassification, Trainer, TrainingArguments
 
-from hf_tickets.distributed import is_main_process, use_true_loss, world_size
+from hf_tickets.core.collectives import is_main_process, world_size
+from hf_tickets.training.trainer_loss import use_true_loss
 
 out = Path(sys.argv[1])
 

@@ -17,11 +17,11 @@ from deepspeed.utils import safe_get_local_fp32_param
 from transformers import BertForMaskedLM
 
 import hf_tickets
-from hf_tickets.distributed import (
+from hf_tickets.core.collectives import is_main_process
+from hf_tickets.core.shards import (
     full_shape,
     full_state_dict,
     full_weight,
-    is_main_process,
     is_zero3,
     load_full_state_dict,
     local_mask,

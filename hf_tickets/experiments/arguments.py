@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .imp import IMPConfig
+from hf_tickets.training.imp import IMPConfig
 
 
 @dataclass

@@ -23,12 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .distributed import full_shape, full_weight, zero_pruned_
-from .errors import TicketError
-from .fileio import atomic_write_json, load_packed_masks, save_packed_masks
-from .select import count_pruned
-from .targets import base_model_of, base_model_prefix, unwrap_model
+from hf_tickets.core.atomic_files import atomic_write_json
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.remote import remote_store
+from hf_tickets.core.selection import count_pruned
+from hf_tickets.core.shards import full_shape, full_weight, zero_pruned_
+from hf_tickets.core.targets import base_model_of, base_model_prefix, unwrap_model
+from hf_tickets.core.ticket_files import load_packed_masks, save_packed_masks
+from hf_tickets.core.version import __version__
 
 FORMAT_VERSION = 1
 MASKS_FILE = "ticket_masks.safetensors"
@@ -240,9 +242,8 @@ class Ticket:
         text = str(name_or_path)
         if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
             raise TicketError(f"no ticket directory at {text!r} (expected {MASKS_FILE} and {CONFIG_FILE})")
-        from .hub import download_ticket  # the core stays usable without network code
-
-        return cls._load_directory(Path(download_ticket(text, revision=revision, token=token, cache_dir=cache_dir)))
+        directory = remote_store().download(text, revision=revision, token=token, cache_dir=cache_dir)
+        return cls._load_directory(Path(directory))
 
     @classmethod
     def _load_directory(cls, directory: Path) -> Ticket:
@@ -260,7 +261,5 @@ class Ticket:
         return cls(masks, config, fingerprint)
 
     def push_to_hub(self, repo_id: str, **kwargs):
-        """Upload this ticket (and a model card) to the Hub; see ``hf_tickets.hub.push_ticket``."""
-        from .hub import push_ticket
-
-        return push_ticket(self, repo_id, **kwargs)
+        """Upload this ticket (and a model card) to the Hub; see ``hf_tickets.hub.upload.push_ticket``."""
+        return remote_store().push(self, repo_id, **kwargs)

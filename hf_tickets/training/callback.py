@@ -22,9 +22,9 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .distributed import is_dtensor, is_zero3, local_mask, local_view, zero_pruned_
-from .errors import TicketError
-from .ticket import CONFIG_FILE, MASKS_FILE, Ticket
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.shards import is_dtensor, is_zero3, local_mask, local_view, zero_pruned_
+from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """IMP results: one row per round in ``results.json`` and ``results.csv``, and the *matching* ticket.
 
-A row is flat, so ``hf_tickets.cards`` and ``hf_tickets.plots`` read it as is::
+A row is flat, so ``hf_tickets.hub.cards`` and ``hf_tickets.hub.plots`` read it as is::
 
     {"round": 2, "sparsity": 0.19, "baseline": None, "eval_accuracy": 0.93, ..., "train_time_s": 41.2,
      "train_steps": 600, "planned_steps": 600, "early_bird_stopped": False, "early_bird_steps_saved": 0,
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_json, atomic_write_text
+from hf_tickets.core.atomic_files import atomic_write_json, atomic_write_text
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-from .fileio import atomic_write_json, atomic_write_text
-from .results import greater_is_better, resolve_tolerance, within_band
+from hf_tickets.core.atomic_files import atomic_write_json, atomic_write_text
+from hf_tickets.training.results import greater_is_better, resolve_tolerance, within_band
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def run_transfer(tickets: dict[str, object], tasks: list[str], model_args, train
                  max_seq_length: int = 128, max_train_samples: int | None = None, max_eval_samples: int | None = None,
                  full_std: float | None = None, tolerance: float | None = None) -> list[dict]:
     """Fine-tune θ0 dense and under each ticket on each task; write ``transfer.json`` / ``transfer.md``."""
-    from .experiment import load_theta0, fine_tune, load_tokenizer, round_training_args, transfer
-    from .tasks.prepared import prepare_glue
+    from hf_tickets.experiments.experiment import fine_tune, load_theta0, load_tokenizer, round_training_args, transfer
+    from hf_tickets.tasks.prepared import prepare_glue
 
     output_dir = Path(training_args.output_dir)
     tokenizer = load_tokenizer(model_args)
@@ -134,8 +134,8 @@ def register_cli(subparsers) -> None:
 def _run_cli(args) -> int:
     from transformers import TrainingArguments
 
-    from .arguments import ModelArguments
-    from .ticket import Ticket
+    from hf_tickets.core.ticket import Ticket
+    from hf_tickets.experiments.arguments import ModelArguments
 
     tickets = {path: Ticket.from_pretrained(path) for path in args.ticket}
     training_args = TrainingArguments(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import TicketError
-from .ticket import Ticket
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.ticket import Ticket
 
 _LAYER = re.compile(r"layers?\.(\d+)\.")
 

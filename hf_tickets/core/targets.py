@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import TicketError
+from hf_tickets.core.errors import TicketError
 
 try:  # GPT-2 style linear layers; absent in exotic installs
     from transformers.pytorch_utils import Conv1D

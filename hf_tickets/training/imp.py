@@ -1,7 +1,7 @@
 """``IMPManager``: iterative magnitude pruning (the paper's Algorithm 1), resumable, with its baselines.
 
 Round 0 trains the full model from θ0. After every round the trained weights are pruned (globally,
-by magnitude) to the next sparsity of the schedule (``hf_tickets.schedules``); the next round
+by magnitude) to the next sparsity of the schedule (``hf_tickets.core.schedules``); the next round
 rewinds *every* weight, the task head included, to a clone of θ0 (or θ_i, the weights after
 ``rewind_steps`` steps of round 0), applies the new mask and trains with a fresh optimizer and
 learning-rate schedule. Baselines (``baseline=``) follow the same schedule: ``random_pruning``
@@ -52,27 +52,32 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .distributed import (
-    barrier,
-    broadcast_object,
-    distributed_info,
+from hf_tickets.core.atomic_files import atomic_write, atomic_write_json
+from hf_tickets.core.collectives import barrier, broadcast_object, is_main_process
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.pruning import prune
+from hf_tickets.core.shards import (
     full_state_dict,
     full_weight,
     is_dtensor,
-    is_main_process,
     load_full_state_dict,
     local_mask,
     local_view,
 )
-from .errors import TicketError
-from .fileio import atomic_write, atomic_write_json
-from .imp_config import IDENTITY, IMPConfig
-from .pruning import prune
-from .results import (
-    greater_is_better, make_row, matching_ticket, metric_keys, read_json, resolve_tolerance, within_band, write_results,
+from hf_tickets.core.targets import unwrap_model
+from hf_tickets.core.ticket import CONFIG_FILE, FINGERPRINT_MIN_SIMILARITY, MASKS_FILE, Ticket
+from hf_tickets.training.imp_config import IDENTITY, IMPConfig
+from hf_tickets.training.launch import distributed_info
+from hf_tickets.training.results import (
+    greater_is_better,
+    make_row,
+    matching_ticket,
+    metric_keys,
+    read_json,
+    resolve_tolerance,
+    within_band,
+    write_results,
 )
-from .targets import unwrap_model
-from .ticket import CONFIG_FILE, FINGERPRINT_MIN_SIMILARITY, MASKS_FILE, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +202,7 @@ class IMPManager:
         """
         from transformers import Trainer, TrainerCallback
 
-        from .callback import TicketCallback
+        from hf_tickets.training.callback import TicketCallback
 
         class RoundCallback(TrainerCallback):
             def __init__(self, rnd):

@@ -6,11 +6,12 @@ import math
 
 from torch import nn
 
-from .distributed import broadcast_object, full_weight, masks_from_main
-from .errors import TicketError
-from .strategies import get_strategy, num_to_prune
-from .targets import TargetSpec, base_model_of, resolve_targets
-from .ticket import Ticket, TicketConfig
+from hf_tickets.core.collectives import broadcast_object, masks_from_main
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.shards import full_weight
+from hf_tickets.core.strategies import get_strategy, num_to_prune
+from hf_tickets.core.targets import TargetSpec, base_model_of, resolve_targets
+from hf_tickets.core.ticket import Ticket, TicketConfig
 
 
 def check_sparsity(sparsity: float) -> float:

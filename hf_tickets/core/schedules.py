@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .errors import TicketError
+from hf_tickets.core.errors import TicketError
 
 #: Sparsities closer than this count as equal (float noise of 1 - (1 - p)**r).
 EPS = 1e-9

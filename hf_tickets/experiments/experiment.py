@@ -18,13 +18,15 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
 
-from .arguments import ModelArguments, TicketArguments
-from .callback import TicketCallback
-from .distributed import distributed_info, is_main_process, use_true_loss, warn_if_single_process_requested
-from .fileio import atomic_write_json
-from .imp import IMPConfig, IMPManager
-from .tasks.prepared import PreparedTask
-from .ticket import Ticket
+from hf_tickets.core.atomic_files import atomic_write_json
+from hf_tickets.core.collectives import is_main_process
+from hf_tickets.core.ticket import Ticket
+from hf_tickets.experiments.arguments import ModelArguments, TicketArguments
+from hf_tickets.tasks.prepared import PreparedTask
+from hf_tickets.training.callback import TicketCallback
+from hf_tickets.training.imp import IMPConfig, IMPManager
+from hf_tickets.training.launch import distributed_info, warn_if_single_process_requested
+from hf_tickets.training.trainer_loss import use_true_loss
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ def run_imp_search(model_args, task: PreparedTask, training_args, ticket_args, t
 
 def export_found_ticket(manager: IMPManager, task: PreparedTask, base_model: str) -> Path:
     """``output_dir/ticket``: the matching ticket (else the sparsest trained), its card and plot."""
-    from .cards import plot_results, ticket_card
+    from hf_tickets.hub.cards import plot_results, ticket_card
 
     results = manager.results
     chosen = (results.get("matching") or {}).get("round") or None  # round 0 is the dense model, not a ticket

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .errors import TicketError
-from .select import as_scores, count_pruned, prune_lowest
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.selection import as_scores, count_pruned, prune_lowest
 
 Masks = dict[str, torch.Tensor]
 Strategy = Callable[..., Masks]

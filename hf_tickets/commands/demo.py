@@ -44,14 +44,13 @@ def comparison_table(imp_rows: list[dict], random_rows: list[dict], metric: str)
 def run_demo(args: argparse.Namespace) -> dict:
     # The demo trains on CPU (use_cpu=True); saying so spares users DeepSpeed's "unable to detect" warning.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from transformers import TrainingArguments
-
-    from .arguments import ModelArguments, TicketArguments
-    from .experiment import load_tokenizer, run_imp_search
-    from .tasks.prepared import prepare_movie_reviews
-
     import datasets
     import transformers
+    from transformers import TrainingArguments
+
+    from hf_tickets.experiments.arguments import ModelArguments, TicketArguments
+    from hf_tickets.experiments.experiment import load_tokenizer, run_imp_search
+    from hf_tickets.tasks.prepared import prepare_movie_reviews
 
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
     logging.getLogger("hf_tickets").setLevel(logging.INFO)

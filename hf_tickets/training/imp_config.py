@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import TicketError
-from .schedules import imp_schedule
-from .strategies import get_strategy
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.schedules import imp_schedule
+from hf_tickets.core.strategies import get_strategy
 
 BASELINES = ("none", "random_pruning", "random_reinit", "standard_pruning")
 #: Settings a resumed run must share with the run in output_dir (the schedule is checked separately).

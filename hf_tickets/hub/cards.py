@@ -17,10 +17,10 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from . import __version__
-from .results import LEADING_KEYS, REFERENCE_KEYS, TRAILING_KEYS
-from .tasks.metrics import GLUE_MAIN_METRIC, MAIN_METRIC
-from .ticket import Ticket
+from hf_tickets.core.ticket import Ticket
+from hf_tickets.core.version import __version__
+from hf_tickets.tasks.metrics import GLUE_MAIN_METRIC, MAIN_METRIC
+from hf_tickets.training.results import LEADING_KEYS, REFERENCE_KEYS, TRAILING_KEYS
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "ticket_card_template.md"
 TAGS = ["lottery-ticket", "pruning", "sparse"]
@@ -75,7 +75,7 @@ def full_model_score(results: Sequence[Mapping], metric: str) -> tuple[float | N
 
 def plot_results(ticket: Ticket, results: Sequence[Mapping], out_png: str | Path) -> Path | None:
     """The sparsity-versus-score PNG of the ticket's headline metric (None if no round has it)."""
-    from .plots import plot_sparsity_vs_score, split_results  # matplotlib only when a plot is made
+    from hf_tickets.hub.plots import plot_sparsity_vs_score, split_results  # matplotlib only when a plot is made
 
     metric = primary_metric(results, ticket.config.provenance.get("task"))
     if metric is None or not split_results(results, metric)[0]:

@@ -1,52 +1,22 @@
-"""Files that are never half-written, and the bit-packed mask format.
-
-Everything is written to a temporary name in the target directory and renamed, so a process
-killed at any moment leaves either the old file or the new one.
-"""
+"""The bit-packed mask file format (safetensors: one uint8 tensor per weight, 8 flags a byte)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import TicketError
-from .select import count_pruned
+from hf_tickets.core.atomic_files import atomic_write
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.selection import count_pruned
 
 MASK_FORMAT = "hf_tickets.masks"
 _FINGERPRINT_PREFIX = "__fingerprint__."
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the result onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -89,7 +59,9 @@ def load_packed_masks(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
         raise TicketError(f"{path} has damaged metadata: {err}") from err
 
     fingerprint = {
-        name[len(_FINGERPRINT_PREFIX) :]: tensor for name, tensor in tensors.items() if name.startswith(_FINGERPRINT_PREFIX)
+        name[len(_FINGERPRINT_PREFIX) :]: tensor
+        for name, tensor in tensors.items()
+        if name.startswith(_FINGERPRINT_PREFIX)
     }
     stray = [n for n in tensors if not n.startswith(_FINGERPRINT_PREFIX) and n not in shapes]
     if stray or set(shapes) != set(pruned):

@@ -23,9 +23,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import TicketError
-from .fileio import atomic_write, pack_mask, unpack_mask
-from .ticket import MASKS_FILE, Ticket
+from hf_tickets.core.atomic_files import atomic_write
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.ticket import MASKS_FILE, Ticket
+from hf_tickets.core.ticket_files import pack_mask, unpack_mask
 
 DENSE_FILE = "model.safetensors"
 COMPACT_FILE = "model.compact.safetensors"
@@ -193,22 +194,3 @@ def save_sparse_checkpoint(model, ticket: Ticket, directory: str | Path, *, comp
     if compact:
         convert(directory, directory, "compact", keep_source=False)
     return directory
-
-
-def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert a sparse checkpoint between the dense and the compact form",
-        description="Convert a safetensors file, or every weight file of a checkpoint directory, between the "
-        "dense form (loadable by from_pretrained) and the compact form (surviving values + bitmask).",
-    )
-    parser.add_argument("src", metavar="SRC", help="a .safetensors file or a checkpoint directory")
-    parser.add_argument("dst", metavar="DST", help="output file, or output directory for a directory SRC")
-    parser.add_argument("--to", required=True, choices=["dense", "compact"], help="the form to write")
-    parser.set_defaults(func=_cli_convert)
-
-
-def _cli_convert(args) -> int:
-    for path in convert(args.src, args.dst, args.to):
-        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    return 0

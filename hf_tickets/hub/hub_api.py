@@ -1,0 +1,100 @@
+"""The Hub client as hf_tickets uses it: endpoint read at call time, errors that name repo and revision.
+
+The Hub endpoint is ``HF_ENDPOINT`` read at call time (``huggingface_hub`` reads it once, at
+import), so a mirror or a local test Hub set up after import is honoured too. Failures raise
+:class:`TicketHubError` naming the repo, revision and file; the Hub's typed error is its ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors import SafetensorError, safe_open
+
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.version import __version__
+
+ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.md", "*.png"]
+CARD_FILE = "README.md"
+PLOT_FILE = "sparsity_vs_score.png"
+
+
+class TicketHubError(TicketError):
+    """A Hub repository, revision or file cannot be used; the message names which and why."""
+
+
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def api_client(token: str | None = None) -> HfApi:
+    return HfApi(endpoint=hub_endpoint(), token=token, library_name="hf_tickets", library_version=__version__)
+
+
+def describe_repo(repo_id: str, revision: str | None) -> str:
+    return f"{repo_id!r} (revision {revision or constants.DEFAULT_REVISION!r}) on {hub_endpoint()}"
+
+
+@contextmanager
+def hub_errors(repo_id: str, revision: str | None, what: str) -> Iterator[None]:
+    """Re-raise the Hub's errors as :class:`TicketHubError` with a sentence a user can act on."""
+    try:
+        yield
+    except RevisionNotFoundError as err:
+        raise TicketHubError(
+            f"cannot {what}: revision {revision!r} does not exist in {repo_id!r} on {hub_endpoint()} "
+            "(expected a branch, a tag or a commit sha)"
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise TicketHubError(
+            f"cannot {what}: repository {repo_id!r} was not found on {hub_endpoint()} "
+            "(check the name; for a private repo log in or pass token=)"
+        ) from err
+    except LocalEntryNotFoundError as err:
+        raise TicketHubError(
+            f"cannot {what}: the Hub at {hub_endpoint()} could not be reached and no copy is cached"
+        ) from err
+    except EntryNotFoundError as err:
+        raise TicketHubError(
+            f"cannot {what}: a file is missing from {describe_repo(repo_id, revision)}: {err}"
+        ) from err
+    except HFValidationError as err:
+        raise TicketHubError(f"cannot {what}: {repo_id!r} is not a valid repo id: {err}") from err
+    except HfHubHTTPError as err:
+        raise TicketHubError(
+            f"cannot {what}: the Hub refused a request about {describe_repo(repo_id, revision)}: {err}"
+        ) from err
+
+
+def check_files(directory: str | Path, repo_id: str, revision: str | None) -> None:
+    """Parse every downloaded JSON file and safetensors header, so a broken one is named with its repo."""
+    for path in sorted(Path(directory).rglob("*")):
+        if ".cache" in path.relative_to(directory).parts:  # huggingface_hub's own bookkeeping in local_dir
+            continue
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            else:
+                continue
+        except (SafetensorError, OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+            kind = "JSON" if path.suffix == ".json" else "safetensors"
+            raise TicketHubError(
+                f"{path.name} in {describe_repo(repo_id, revision)} is not a valid {kind} file "
+                f"(corrupt or truncated upload?): {err}"
+            ) from err

@@ -1,0 +1,1 @@
+"""Training tickets: the Trainer callback, IMP, the one masking implementation, run state."""
