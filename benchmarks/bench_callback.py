@@ -72,12 +72,22 @@ def train(base, ticket, with_callback: bool, steps: int, output_dir: str) -> lis
     else:
         ticket.apply(model)  # same weights at the start; only the enforcement differs
     args = TrainingArguments(
-        output_dir=output_dir, use_cpu=True, report_to=[], max_steps=steps, per_device_train_batch_size=BATCH,
-        learning_rate=1e-4, weight_decay=0.01, max_grad_norm=1.0, logging_steps=10, save_strategy="no",
-        disable_tqdm=True, seed=0,
+        output_dir=output_dir,
+        use_cpu=True,
+        report_to=[],
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        logging_steps=10,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=RandomBatches(steps * BATCH, base.config.vocab_size),
-                      callbacks=callbacks)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=RandomBatches(steps * BATCH, base.config.vocab_size), callbacks=callbacks
+    )
     trainer.remove_callback(PrinterCallback)  # keep the benchmark's output to its figures
     trainer.train()
     if with_callback:  # the run must actually have enforced the ticket
@@ -166,25 +176,33 @@ def main() -> None:
                 gc.collect()  # the previous Trainer and model copy, before the next run allocates its own
         paired = paired_step_times(base, ticket, args.paired_steps, tmp)
 
-    print(f"Trainer runs ({args.rounds * 2} per side x {args.steps} steps, first 2 steps of each run skipped), "
-          "median step time per run:")
+    print(
+        f"Trainer runs ({args.rounds * 2} per side x {args.steps} steps, first 2 steps of each run skipped), "
+        "median step time per run:"
+    )
     for with_callback in (False, True):
         label = "with callback" if with_callback else "without"
         print(f"  {label:>13}: " + ", ".join(f"{1e3 * t:.1f}" for t in run_medians[with_callback]) + " ms")
     for label, stat in (("median run", statistics.median), ("fastest run", min)):
         plain, ticketed = stat(run_medians[False]), stat(run_medians[True])
-        print(f"  {label:>11}: without {1e3 * plain:.1f} ms, with {1e3 * ticketed:.1f} ms, "
-              f"ratio {ticketed / plain:.4f} ({100 * (ticketed / plain - 1):+.2f}%, target <= +3%)")
+        print(
+            f"  {label:>11}: without {1e3 * plain:.1f} ms, with {1e3 * ticketed:.1f} ms, "
+            f"ratio {ticketed / plain:.4f} ({100 * (ticketed / plain - 1):+.2f}%, target <= +3%)"
+        )
     ratios = [with_cb / without for with_cb, without in zip(paired[True], paired[False])]
-    print(f"paired steps ({args.paired_steps} per side, alternating): median step without "
-          f"{1e3 * statistics.median(paired[False]):.1f} ms, with {1e3 * statistics.median(paired[True]):.1f} ms; "
-          f"median of paired ratios {statistics.median(ratios):.4f} "
-          f"({100 * (statistics.median(ratios) - 1):+.2f}%, target <= +3%)")
+    print(
+        f"paired steps ({args.paired_steps} per side, alternating): median step without "
+        f"{1e3 * statistics.median(paired[False]):.1f} ms, with {1e3 * statistics.median(paired[True]):.1f} ms; "
+        f"median of paired ratios {statistics.median(ratios):.4f} "
+        f"({100 * (statistics.median(ratios) - 1):+.2f}%, target <= +3%)"
+    )
     plain = statistics.median(paired[False])
     mul, fill = enforcement_pass_ms(base, ticket)
-    print(f"one masking pass over {ticket.num_weights / 1e6:.1f}M target weights: mul_ by uint8 masks "
-          f"{mul:.2f} ms, x2 per step (grads + weights) = {200 * mul / 1e3 / plain:.2f}% of a step; "
-          f"masked_fill_ by bool masks {fill:.2f} ms, x2 = {200 * fill / 1e3 / plain:.2f}%")
+    print(
+        f"one masking pass over {ticket.num_weights / 1e6:.1f}M target weights: mul_ by uint8 masks "
+        f"{mul:.2f} ms, x2 per step (grads + weights) = {200 * mul / 1e3 / plain:.2f}% of a step; "
+        f"masked_fill_ by bool masks {fill:.2f} ms, x2 = {200 * fill / 1e3 / plain:.2f}%"
+    )
 
 
 if __name__ == "__main__":

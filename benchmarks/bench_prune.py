@@ -91,13 +91,16 @@ def main() -> None:
         return int(np.count_nonzero(np.abs(w.numpy()) <= threshold))
 
     pool = ThreadPoolExecutor(torch.get_num_threads())
-    times = interleaved_times({
-        "ours": lambda: hf_tickets.prune(model, 0.5),
-        "floor": lambda: sum(int(torch.count_nonzero(w.abs() <= threshold)) for w in weights),
-        "raw_floor": lambda: sum(int(torch.count_nonzero(w <= threshold)) for w in weights),
-        "numpy_floor": lambda: sum(map(numpy_count, weights)),
-        "numpy_threads_floor": lambda: sum(pool.map(numpy_count, weights)),
-    }, args.repeats)
+    times = interleaved_times(
+        {
+            "ours": lambda: hf_tickets.prune(model, 0.5),
+            "floor": lambda: sum(int(torch.count_nonzero(w.abs() <= threshold)) for w in weights),
+            "raw_floor": lambda: sum(int(torch.count_nonzero(w <= threshold)) for w in weights),
+            "numpy_floor": lambda: sum(map(numpy_count, weights)),
+            "numpy_threads_floor": lambda: sum(pool.map(numpy_count, weights)),
+        },
+        args.repeats,
+    )
     ours, floor, raw_floor, numpy_floor, numpy_threads_floor = (
         min(times[name]) for name in ("ours", "floor", "raw_floor", "numpy_floor", "numpy_threads_floor")
     )
@@ -125,14 +128,23 @@ def main() -> None:
     assert peer_pruned == k
 
     print(f"{'hf_tickets.prune':32s} {ours * 1000:9.1f} ms")
-    print(f"{'torch prune.global_unstructured':32s} {peer_time * 1000:9.1f} ms   {peer_time / ours:6.1f}x slower (target >= 20x)")
+    print(
+        f"{'torch prune.global_unstructured':32s} {peer_time * 1000:9.1f} ms   {peer_time / ours:6.1f}x slower "
+        "(target >= 20x)"
+    )
     print(f"{'torch.kthvalue (concatenated)':32s} {kth * 1000:9.1f} ms   {kth / ours:6.1f}x slower")
-    print(f"{'floor: |w| compare-and-count':32s} {floor * 1000:9.1f} ms   ours = {ours / floor:4.2f}x floor (target <= 3x)")
+    print(
+        f"{'floor: |w| compare-and-count':32s} {floor * 1000:9.1f} ms   ours = {ours / floor:4.2f}x floor "
+        "(target <= 3x)"
+    )
     print(f"{'  median of paired rounds':32s} {'':9s}      ours = {median_ratio:4.2f}x floor")
     print(f"{'  (raw w compare-and-count)':32s} {raw_floor * 1000:9.1f} ms   ours = {ours / raw_floor:4.2f}x")
     print(f"{'  (|w| in numpy, 1 thread)':32s} {numpy_floor * 1000:9.1f} ms   ours = {ours / numpy_floor:4.2f}x")
     threads = torch.get_num_threads()
-    print(f"{f'  (|w| in numpy, {threads} threads)':32s} {numpy_threads_floor * 1000:9.1f} ms   ours = {ours / numpy_threads_floor:4.2f}x")
+    print(
+        f"{f'  (|w| in numpy, {threads} threads)':32s} {numpy_threads_floor * 1000:9.1f} ms   ours = "
+        f"{ours / numpy_threads_floor:4.2f}x"
+    )
     if has_peak:
         print(f"extra peak memory beyond the masks: {extra_bytes / n:.3f} bytes/weight (target < 1)")
     else:

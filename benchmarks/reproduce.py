@@ -1,6 +1,6 @@
 """Scaled-down reproduction of Chen et al. (NeurIPS 2020) on real GLUE data, with the packaged MiniLM.
 
-    python benchmarks/reproduce.py            # full mode: ~2.9 h of fine-tuning on 2 CPU cores (budget in settings.json)
+    python benchmarks/reproduce.py            # full mode: ~2.9 h of fine-tuning on 2 CPU cores (settings.json)
     python benchmarks/reproduce.py --smoke    # the same pipeline at toy sizes, < 10 minutes
     python benchmarks/reproduce.py --report   # only rebuild the tables and plots from what exists
 
@@ -91,9 +91,20 @@ FULL = Settings(
     ],
 )
 SMOKE = dataclasses.replace(
-    FULL, name="smoke", tasks=["cola", "mrpc"], train_samples={"cola": 32, "mrpc": 32}, eval_samples=32, epochs=1.0,
-    sparsity_schedule="0.5,0.9", early_bird_interval=1, early_bird_patience=1, mlm_train_blocks=32, mlm_eval_blocks=32,
-    mlm_epochs=1.0, task_overrides={}, notes=[],
+    FULL,
+    name="smoke",
+    tasks=["cola", "mrpc"],
+    train_samples={"cola": 32, "mrpc": 32},
+    eval_samples=32,
+    epochs=1.0,
+    sparsity_schedule="0.5,0.9",
+    early_bird_interval=1,
+    early_bird_patience=1,
+    mlm_train_blocks=32,
+    mlm_eval_blocks=32,
+    mlm_epochs=1.0,
+    task_overrides={},
+    notes=[],
 )
 
 
@@ -107,7 +118,8 @@ def budget(settings: Settings) -> dict:
         "IMP rounds (round 0 = full model + pruned rounds)": rounds,
         "random pruning rounds (round 0 replaced by a 1-step stand-in)": rounds - 1,
         "standard pruning rounds (round 0 duplicates IMP's: counted)": rounds,
-        f"early-bird IMP rounds (~{EARLY_BIRD_TRAIN_FRACTION:.0%} of the training each)": rounds * EARLY_BIRD_TRAIN_FRACTION,
+        f"early-bird IMP rounds (~{EARLY_BIRD_TRAIN_FRACTION:.0%} of the training each)": rounds
+        * EARLY_BIRD_TRAIN_FRACTION,
         "early-bird tickets trained fully (at IMP's and the paper's matching sparsity)": EARLY_BIRD_RETRAINS,
     }
     task_train_runs = sum(per_task.values())
@@ -123,21 +135,36 @@ def budget(settings: Settings) -> dict:
     eval_runs = tasks * task_eval_runs + len(pairs)
     eval_s = eval_runs * settings.eval_samples * EVAL_MS_PER_EXAMPLE / 1000
     mlm_factor = MEASURED_TRAIN_MS[MLM] / TRAIN_MS_PER_EXAMPLE
-    mlm_s = rounds * (settings.mlm_train_blocks * settings.epochs_for(MLM) * MEASURED_TRAIN_MS[MLM]
-                      + settings.mlm_eval_blocks * EVAL_MS_PER_EXAMPLE * mlm_factor) / 1000
+    mlm_s = (
+        rounds
+        * (
+            settings.mlm_train_blocks * settings.epochs_for(MLM) * MEASURED_TRAIN_MS[MLM]
+            + settings.mlm_eval_blocks * EVAL_MS_PER_EXAMPLE * mlm_factor
+        )
+        / 1000
+    )
     overhead_s = (tasks * task_eval_runs + rounds + len(pairs)) * OVERHEAD_S_PER_RUN
     total = train_s + eval_s + mlm_s + overhead_s
     return {
-        "assumptions": {"train_ms_per_example": MEASURED_TRAIN_MS, "other_tasks_train_ms_per_example": TRAIN_MS_PER_EXAMPLE,
-                        "eval_ms_per_example": EVAL_MS_PER_EXAMPLE, "overhead_s_per_run": OVERHEAD_S_PER_RUN,
-                        "note": "per-example costs measured in the full run on 2 cores, machine otherwise idle"},
+        "assumptions": {
+            "train_ms_per_example": MEASURED_TRAIN_MS,
+            "other_tasks_train_ms_per_example": TRAIN_MS_PER_EXAMPLE,
+            "eval_ms_per_example": EVAL_MS_PER_EXAMPLE,
+            "overhead_s_per_run": OVERHEAD_S_PER_RUN,
+            "note": "per-example costs measured in the full run on 2 cores, machine otherwise idle",
+        },
         "per_task_training_runs": per_task,
         "transfer_runs": len(pairs),
         "glue_training_runs_total": round(tasks * task_train_runs + len(pairs), 1),
         "glue_evaluations_total": eval_runs,
         "mlm_rounds": rounds,
-        "seconds": {"glue_training": round(train_s), "glue_evaluation": round(eval_s), "mlm": round(mlm_s),
-                    "overhead": round(overhead_s), "total": round(total)},
+        "seconds": {
+            "glue_training": round(train_s),
+            "glue_evaluation": round(eval_s),
+            "mlm": round(mlm_s),
+            "overhead": round(overhead_s),
+            "total": round(total),
+        },
         "hours_total": round(total / 3600, 2),
     }
 
@@ -146,14 +173,31 @@ def machine_info() -> dict:
     import torch
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "load_average_at_start": os.getloadavg(),
-            "note": "per-run times in the log include any other work on the machine (see the load average)"}
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else platform.processor()
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": os.getloadavg(),
+        "note": "per-run times in the log include any other work on the machine (see the load average)",
+    }
 
 
 # ------------------------------------------------------------------------------- experiments
@@ -185,20 +229,36 @@ class Reproduction:
 
         s = self.settings
         if name == MLM:
-            data_args = SimpleNamespace(dataset_name=None, dataset_config_name=None, validation_split_percentage=5,
-                                        train_file=str(self.data_dir / s.mlm_train_file),
-                                        validation_file=str(self.data_dir / s.mlm_validation_file),
-                                        max_seq_length=s.max_seq_length, max_train_samples=s.mlm_train_blocks,
-                                        max_eval_samples=s.mlm_eval_blocks, mlm_probability=0.15)
+            data_args = SimpleNamespace(
+                dataset_name=None,
+                dataset_config_name=None,
+                validation_split_percentage=5,
+                train_file=str(self.data_dir / s.mlm_train_file),
+                validation_file=str(self.data_dir / s.mlm_validation_file),
+                max_seq_length=s.max_seq_length,
+                max_train_samples=s.mlm_train_blocks,
+                max_eval_samples=s.mlm_eval_blocks,
+                mlm_probability=0.15,
+            )
             task = prepare_mlm(data_args, self.tokenizer, seed=s.imp_seed)
         else:
             train, dev = glue_files(self.data_dir / "glue", name)
-            data_args = SimpleNamespace(task_name=name, train_file=str(train), validation_file=str(dev), dataset_name=None,
-                                        dataset_config_name=None, max_seq_length=s.max_seq_length, pad_to_max_length=False,
-                                        max_train_samples=None, max_eval_samples=None)
+            data_args = SimpleNamespace(
+                task_name=name,
+                train_file=str(train),
+                validation_file=str(dev),
+                dataset_name=None,
+                dataset_config_name=None,
+                max_seq_length=s.max_seq_length,
+                pad_to_max_length=False,
+                max_train_samples=None,
+                max_eval_samples=None,
+            )
             task = prepare_glue(data_args, self.tokenizer)
             task.train_dataset = subset(task.train_dataset, s.train_samples[name], s.data_shuffle_seed)
-            task.eval_datasets = {k: subset(v, s.eval_samples, s.data_shuffle_seed) for k, v in task.eval_datasets.items()}
+            task.eval_datasets = {
+                k: subset(v, s.eval_samples, s.data_shuffle_seed) for k, v in task.eval_datasets.items()
+            }
             write_eval_labels(self.runs_dir / name / LABELS_FILE, next(iter(task.eval_datasets.values())))
         self._tasks[name] = task
         return task
@@ -208,10 +268,22 @@ class Reproduction:
 
         s = self.settings
         values = dict(
-            output_dir=str(output_dir), use_cpu=True, do_train=True, do_eval=True, seed=s.imp_seed,
-            num_train_epochs=s.epochs_for(task), per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=64,
-            learning_rate=s.learning_rate, warmup_steps=0.1, weight_decay=0.01, save_strategy="no", logging_strategy="no",
-            report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+            output_dir=str(output_dir),
+            use_cpu=True,
+            do_train=True,
+            do_eval=True,
+            seed=s.imp_seed,
+            num_train_epochs=s.epochs_for(task),
+            per_device_train_batch_size=s.batch_size,
+            per_device_eval_batch_size=64,
+            learning_rate=s.learning_rate,
+            warmup_steps=0.1,
+            weight_decay=0.01,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
         )
         return TrainingArguments(**{**values, **s.task_overrides.get(task, {}), **overrides})
 
@@ -219,9 +291,15 @@ class Reproduction:
         from hf_tickets.experiments.arguments import TicketArguments
 
         s = self.settings
-        return TicketArguments(sparsity_schedule=s.sparsity_schedule, baseline=baseline, imp_seed=s.imp_seed,
-                               early_bird=early_bird, early_bird_interval=s.early_bird_interval,
-                               early_bird_patience=s.early_bird_patience, early_bird_threshold=s.early_bird_threshold)
+        return TicketArguments(
+            sparsity_schedule=s.sparsity_schedule,
+            baseline=baseline,
+            imp_seed=s.imp_seed,
+            early_bird=early_bird,
+            early_bird_interval=s.early_bird_interval,
+            early_bird_patience=s.early_bird_patience,
+            early_bird_threshold=s.early_bird_threshold,
+        )
 
     # ---------------------------------------------------------------------------- runs
     def dense(self, task_name: str, seed: int) -> None:
@@ -250,8 +328,9 @@ class Reproduction:
             run_random_pruning(self.model_args, task, args, self.ticket_args("random_pruning"), self.tokenizer)
         else:
             baseline = "standard_pruning" if kind == "standard_pruning" else "none"
-            run_imp_search(self.model_args, task, args, self.ticket_args(baseline, early_bird=kind == "early_bird"),
-                           self.tokenizer)
+            run_imp_search(
+                self.model_args, task, args, self.ticket_args(baseline, early_bird=kind == "early_bird"), self.tokenizer
+            )
 
     def train_ticket(self, ticket_dir: Path, target: str, run_dir: Path, source: str) -> None:
         """Fine-tune θ0 of ``target`` under a saved ticket (skipped once ``run_dir`` has its result)."""
@@ -260,8 +339,14 @@ class Reproduction:
 
         if (run_dir / "transfer_results.json").is_file():
             return
-        transfer(self.model_args, self.task(target), self.training_args(run_dir, target), Ticket.from_pretrained(ticket_dir),
-                 self.tokenizer, source=source)
+        transfer(
+            self.model_args,
+            self.task(target),
+            self.training_args(run_dir, target),
+            Ticket.from_pretrained(ticket_dir),
+            self.tokenizer,
+            source=source,
+        )
 
     def transfer(self, source: str, target: str, summaries) -> None:
         sparsity, _ = transfer_source_sparsity(summaries[source], self.settings)
@@ -269,16 +354,24 @@ class Reproduction:
             logger.warning("transfer %s -> %s skipped: %s has no ticket to transfer yet", source, target, source)
             return
         row = row_at(summaries[source].rows["imp"], sparsity)
-        self.train_ticket(self.runs_dir / source / "imp" / row["ticket"], target,
-                          self.runs_dir / "transfer" / transfer_dir_name(source, sparsity, target), f"{source}@{100 * sparsity:.0f}")
+        self.train_ticket(
+            self.runs_dir / source / "imp" / row["ticket"],
+            target,
+            self.runs_dir / "transfer" / transfer_dir_name(source, sparsity, target),
+            f"{source}@{100 * sparsity:.0f}",
+        )
 
     def retrain_early_bird(self, task_name: str, summary) -> None:
         """Train early-bird tickets fully from θ0: an early-bird round's own score is of an under-trained model."""
         for sparsity in early_bird_retrain_sparsities(summary.imp_matching, task_name, self.settings):
             row = row_at(summary.rows["early_bird"], sparsity)
             if row is not None:
-                self.train_ticket(self.runs_dir / task_name / "early_bird" / row["ticket"], task_name,
-                                  retrain_dir(self.runs_dir / task_name, sparsity), f"{task_name} early-bird@{100 * sparsity:.0f}")
+                self.train_ticket(
+                    self.runs_dir / task_name / "early_bird" / row["ticket"],
+                    task_name,
+                    retrain_dir(self.runs_dir / task_name, sparsity),
+                    f"{task_name} early-bird@{100 * sparsity:.0f}",
+                )
 
     # --------------------------------------------------------------------------- plan
     def steps(self):
@@ -292,12 +385,18 @@ class Reproduction:
                 yield f"{task} {kind}", lambda t=task, k=kind: self.search(t, k)
         yield "mlm imp", lambda: self.search(MLM, "imp")
         for source, target in transfer_pairs(s):
-            yield f"transfer {source} -> {target}", lambda a=source, b=target: self.transfer(a, b, summarise(self.runs_dir, s))
+            yield (
+                f"transfer {source} -> {target}",
+                lambda a=source, b=target: self.transfer(a, b, summarise(self.runs_dir, s)),
+            )
         for kind in ("standard_pruning", "early_bird"):
             for task in s.tasks:
                 yield f"{task} {kind}", lambda t=task, k=kind: self.search(t, k)
         for task in s.tasks:
-            yield f"{task} early-bird retrain", lambda t=task: self.retrain_early_bird(t, summarise_task(self.runs_dir, t, s))
+            yield (
+                f"{task} early-bird retrain",
+                lambda t=task: self.retrain_early_bird(t, summarise_task(self.runs_dir, t, s)),
+            )
 
     def run(self) -> None:
         for label, step in self.steps():
@@ -319,8 +418,16 @@ def write_eval_labels(path: Path, eval_dataset) -> None:
         return
     counts = collections.Counter(int(v) for v in labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"counts": {str(k): n for k, n in sorted(counts.items())},
-                                "majority_share": max(counts.values()) / len(labels)}, indent=1) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "counts": {str(k): n for k, n in sorted(counts.items())},
+                "majority_share": max(counts.values()) / len(labels),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def add_timing(results_dir: Path, label: str, wall_s: float, cpu_s: float) -> None:
@@ -363,16 +470,23 @@ def write_settings(settings: Settings, results_dir: Path) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="toy sizes, 2 tasks, < 10 minutes; writes into results/smoke/")
+    parser.add_argument(
+        "--smoke", action="store_true", help="toy sizes, 2 tasks, < 10 minutes; writes into results/smoke/"
+    )
     parser.add_argument("--report", action="store_true", help="only rebuild the report from the existing runs")
-    parser.add_argument("--results_dir", type=Path, default=None, help="default: benchmarks/results (smoke: results/smoke)")
+    parser.add_argument(
+        "--results_dir", type=Path, default=None, help="default: benchmarks/results (smoke: results/smoke)"
+    )
     return parser.parse_args(argv)
 
 
 def record_missing_eval_labels(settings: Settings, results_dir: Path) -> None:
     """For runs made before eval_labels.json existed: prepare those tasks' data once more (no training)."""
-    missing = [t for t in settings.tasks if t != MLM and (results_dir / "runs" / t).is_dir()
-               and not (results_dir / "runs" / t / LABELS_FILE).is_file()]
+    missing = [
+        t
+        for t in settings.tasks
+        if t != MLM and (results_dir / "runs" / t).is_dir() and not (results_dir / "runs" / t / LABELS_FILE).is_file()
+    ]
     if missing:
         repro = Reproduction(settings, results_dir)
         for name in missing:
@@ -383,7 +497,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     settings = SMOKE if args.smoke else FULL
     results_dir = args.results_dir or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
-    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING, stream=sys.stdout)
+    logging.basicConfig(
+        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING, stream=sys.stdout
+    )
     for name in ("reproduce", "hf_tickets"):
         logging.getLogger(name).setLevel(logging.INFO)
     if args.report:

@@ -25,14 +25,30 @@ from pathlib import Path
 from hf_tickets.training.results import greater_is_better, matching_ticket, within_band
 
 #: The paper's highest matching sparsity per task (Chen et al. 2020, Table 2), in percent.
-PAPER_MATCHING_SPARSITY = {"mnli": 70, "qqp": 90, "stsb": 50, "wnli": 90, "qnli": 70, "mrpc": 50, "rte": 60,
-                           "sst2": 60, "cola": 50, "squad": 40, "mlm": 70}
+PAPER_MATCHING_SPARSITY = {
+    "mnli": 70,
+    "qqp": 90,
+    "stsb": 50,
+    "wnli": 90,
+    "qnli": 70,
+    "mrpc": 50,
+    "rte": 60,
+    "sst2": 60,
+    "cola": 50,
+    "squad": 40,
+    "mlm": 70,
+}
 TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "mlm": "MLM"}
 TIMINGS_FILE = "timings.json"
 #: Per classification task: label counts of the evaluation subset, so a constant prediction's score is known.
 LABELS_FILE = "eval_labels.json"
-MAIN_METRICS = {"cola": "eval_matthews_correlation", "sst2": "eval_accuracy", "mrpc": "eval_accuracy",
-                "stsb": "eval_pearson", "mlm": "eval_accuracy"}
+MAIN_METRICS = {
+    "cola": "eval_matthews_correlation",
+    "sst2": "eval_accuracy",
+    "mrpc": "eval_accuracy",
+    "stsb": "eval_pearson",
+    "mlm": "eval_accuracy",
+}
 SEARCH_KINDS = ("imp", "random_pruning", "standard_pruning", "early_bird")
 MLM = "mlm"
 EARLY_BIRD_RETRAIN = "early_bird_retrain"
@@ -177,8 +193,18 @@ def summarise_task(runs_dir: Path, task: str, settings: Settings) -> TaskSummary
     labels = read_json(task_dir / LABELS_FILE) or {}
     full_eb = early_bird_full_scores(task_dir, rows["early_bird"], metric, settings)
     eb_rows = [{"round": i + 1, "sparsity": sp, metric: v} for i, (sp, v) in enumerate(sorted(full_eb.items()))]
-    return TaskSummary(task, metric, scores, mean, std, rows, matching(rows["imp"], metric, mean, std),
-                       matching(eb_rows, metric, mean, std), labels.get("majority_share"), full_eb)
+    return TaskSummary(
+        task,
+        metric,
+        scores,
+        mean,
+        std,
+        rows,
+        matching(rows["imp"], metric, mean, std),
+        matching(eb_rows, metric, mean, std),
+        labels.get("majority_share"),
+        full_eb,
+    )
 
 
 def scheduled(sparsity: float, settings: Settings) -> float:
@@ -252,13 +278,24 @@ def read_transfers(runs_dir: Path, summaries: dict[str, TaskSummary], settings: 
         sparsity, source_matching = transfer_source_sparsity(summaries[source], settings)
         record = None
         if sparsity is not None:
-            record = read_json(runs_dir / "transfer" / transfer_dir_name(source, sparsity, target) / "transfer_results.json")
+            record = read_json(
+                runs_dir / "transfer" / transfer_dir_name(source, sparsity, target) / "transfer_results.json"
+            )
         goal = summaries[target]
         score = None if record is None else record["metrics"].get(goal.metric)
         is_matching = None if score is None or goal.full_mean is None else score_matches(goal, score)
-        rows.append({"source": source, "target": target, "sparsity": sparsity, "source_matching": source_matching,
-                     "score": score, "matching": is_matching, "target_imp_same_sparsity": goal.score("imp", sparsity),
-                     "target_random_same_sparsity": goal.score("random_pruning", sparsity)})
+        rows.append(
+            {
+                "source": source,
+                "target": target,
+                "sparsity": sparsity,
+                "source_matching": source_matching,
+                "score": score,
+                "matching": is_matching,
+                "target_imp_same_sparsity": goal.score("imp", sparsity),
+                "target_random_same_sparsity": goal.score("random_pruning", sparsity),
+            }
+        )
     return rows
 
 
@@ -291,7 +328,10 @@ def table2_markdown(summaries: dict[str, TaskSummary]) -> str:
     row("metric", lambda s: s.metric.removeprefix("eval_"))
     row("full model (mean ± std over seeds)", _full_cell)
     row("constant prediction (majority label; chance)", _constant_cell)
-    row("**matching sparsity, IMP (ours)**", lambda s: pct(s.imp_matching.get("sparsity")) if s.full_mean is not None else "missing")
+    row(
+        "**matching sparsity, IMP (ours)**",
+        lambda s: pct(s.imp_matching.get("sparsity")) if s.full_mean is not None else "missing",
+    )
     row("matching sparsity, paper (BERT-base)", lambda s: f"{PAPER_MATCHING_SPARSITY[s.task]}%")
     row("IMP ticket, rewind to θ0, at that sparsity", at_matching("imp"))
     row("random pruning at that sparsity", at_matching("random_pruning"))
@@ -323,16 +363,27 @@ def per_sparsity_markdown(summaries: dict[str, TaskSummary], settings: Settings)
     """Every sparsity of every task: IMP, random pruning, standard pruning, early-bird, matching mark."""
     parts = []
     for s in summaries.values():
-        band = "—" if s.full_mean is None else f"{s.full_mean:.3f} ± {s.full_std:.3f}" if s.full_std is not None else f"{s.full_mean:.3f}"
-        parts += [f"### {TASK_TITLES.get(s.task, s.task)} ({s.metric.removeprefix('eval_')}; full model {band})", "",
-                  "| sparsity | IMP | matching | random pruning | standard pruning | early-bird ticket, trained fully |",
-                  "|---:|---:|:---:|---:|---:|---:|"]
+        band = (
+            "—"
+            if s.full_mean is None
+            else f"{s.full_mean:.3f} ± {s.full_std:.3f}"
+            if s.full_std is not None
+            else f"{s.full_mean:.3f}"
+        )
+        parts += [
+            f"### {TASK_TITLES.get(s.task, s.task)} ({s.metric.removeprefix('eval_')}; full model {band})",
+            "",
+            "| sparsity | IMP | matching | random pruning | standard pruning | early-bird ticket, trained fully |",
+            "|---:|---:|:---:|---:|---:|---:|",
+        ]
         matched = set(s.imp_matching.get("matching_rounds") or [])
         for sparsity in [0.0, *settings.sparsities]:
             imp_row = row_at(s.rows["imp"], sparsity)
             mark = "—" if imp_row is None or sparsity == 0 else ("yes" if imp_row["round"] in matched else "no")
             cells = [fmt(s.score("imp", sparsity)), mark]
-            cells += [fmt(s.score(k, sparsity)) if sparsity > 0 else "(full)" for k in ("random_pruning", "standard_pruning")]
+            cells += [
+                fmt(s.score(k, sparsity)) if sparsity > 0 else "(full)" for k in ("random_pruning", "standard_pruning")
+            ]
             cells.append(fmt(s.early_bird_full.get(scheduled(sparsity, settings))) if sparsity > 0 else "—")
             parts.append(f"| {pct(sparsity)} | " + " | ".join(cells) + " |")
         parts.append("")
@@ -342,13 +393,17 @@ def per_sparsity_markdown(summaries: dict[str, TaskSummary], settings: Settings)
 def transfer_matrix_markdown(rows: list[dict], summaries: dict[str, TaskSummary], settings: Settings) -> str:
     """Source ticket (rows) x target task (columns): score, ✓ when within the target's matching band."""
     targets = settings.tasks
-    lines = ["| source ticket ↓ / target task → | " + " | ".join(TASK_TITLES[t] for t in targets) + " |",
-             "|---|" + "---:|" * len(targets)]
+    lines = [
+        "| source ticket ↓ / target task → | " + " | ".join(TASK_TITLES[t] for t in targets) + " |",
+        "|---|" + "---:|" * len(targets),
+    ]
     lines.append("| full model (mean ± std) | " + " | ".join(_full_cell(summaries[t]) for t in targets) + " |")
     by_pair = {(r["source"], r["target"]): r for r in rows}
     for source in [MLM, *settings.tasks]:
         sparsity, source_matching = transfer_source_sparsity(summaries[source], settings)
-        label = f"{TASK_TITLES[source]} ticket @ {pct(sparsity)}" + ("" if source_matching or sparsity is None else " (not matching on its own task)")
+        label = f"{TASK_TITLES[source]} ticket @ {pct(sparsity)}" + (
+            "" if source_matching or sparsity is None else " (not matching on its own task)"
+        )
         cells = []
         for target in targets:
             if target == source:
@@ -367,10 +422,13 @@ def train_steps(rows: list[dict]) -> int:
 
 
 def early_bird_markdown(summaries: dict[str, TaskSummary], settings: Settings) -> str:
-    lines = ["| task | IMP train steps | early-bird train steps | steps saved | IMP train time (s) | early-bird train time (s) "
-             "| IMP matching sparsity | early-bird ticket trained fully (sparsity: score) | early-bird matching sparsity "
-             "| rounds done (IMP / early-bird) |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    lines = [
+        "| task | IMP train steps | early-bird train steps | steps saved | IMP train time (s) | early-bird "
+        "train time (s) "
+        "| IMP matching sparsity | early-bird ticket trained fully (sparsity: score) | early-bird matching sparsity "
+        "| rounds done (IMP / early-bird) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
     for s in summaries.values():
         if s.task == MLM:
             continue
@@ -381,11 +439,15 @@ def early_bird_markdown(summaries: dict[str, TaskSummary], settings: Settings) -
         saved = f"{imp_steps - eb_steps} ({100 * (imp_steps - eb_steps) / imp_steps:.0f}%)" if imp_steps else "—"
         imp_time = sum(r.get("train_time_s") or 0 for r in imp[:n])
         eb_time = sum(r.get("train_time_s") or 0 for r in eb[:n])
-        scored = [f"{pct(sp)}: {score:.3f} {'✓' if score_matches(s, score) else '✗'}"
-                  for sp, score in sorted(s.early_bird_full.items())]
-        lines.append(f"| {TASK_TITLES[s.task]} | {imp_steps} | {eb_steps} | {saved} | {imp_time:.0f} | {eb_time:.0f} | "
-                     f"{pct(s.imp_matching.get('sparsity'))} | {', '.join(scored) or '—'} | "
-                     f"{pct(s.early_bird_matching.get('sparsity'))} | {len(imp)} / {len(eb)} |")
+        scored = [
+            f"{pct(sp)}: {score:.3f} {'✓' if score_matches(s, score) else '✗'}"
+            for sp, score in sorted(s.early_bird_full.items())
+        ]
+        lines.append(
+            f"| {TASK_TITLES[s.task]} | {imp_steps} | {eb_steps} | {saved} | {imp_time:.0f} | {eb_time:.0f} | "
+            f"{pct(s.imp_matching.get('sparsity'))} | {', '.join(scored) or '—'} | "
+            f"{pct(s.early_bird_matching.get('sparsity'))} | {len(imp)} / {len(eb)} |"
+        )
     return "\n".join(lines) + (
         "\n\nEarly bird stops a round once the mask it would prune has settled (checked every "
         f"{settings.early_bird_interval} steps; settled = under {settings.early_bird_threshold:.0%} of the weights "
@@ -393,11 +455,14 @@ def early_bird_markdown(summaries: dict[str, TaskSummary], settings: Settings) -
         "are of under-trained models. A ticket's "
         "score is measured by training it fully from θ0: early-bird tickets at IMP's matching sparsity and at the "
         "paper's, plus the last round (never stopped). ✓ = within one std of the full model's mean. The steps saved "
-        "are the search's; the full trainings are the measurement, as for any ticket.\n")
+        "are the search's; the full trainings are the measurement, as for any ticket.\n"
+    )
 
 
 # --------------------------------------------------------------------------------- progress
-def progress(runs_dir: Path, summaries: dict[str, TaskSummary], transfers: list[dict], settings: Settings) -> list[dict]:
+def progress(
+    runs_dir: Path, summaries: dict[str, TaskSummary], transfers: list[dict], settings: Settings
+) -> list[dict]:
     """Every planned run and whether it is done, partial (rounds done / total) or missing."""
     total_rounds = len(settings.sparsities) + 1
     items = []
@@ -411,11 +476,24 @@ def progress(runs_dir: Path, summaries: dict[str, TaskSummary], transfers: list[
             items.append({"run": f"{task}/{kind}", "status": status})
         for sparsity in early_bird_retrain_sparsities(summaries[task].imp_matching, task, settings):
             done = sparsity in summaries[task].early_bird_full
-            items.append({"run": f"{task}/{EARLY_BIRD_RETRAIN}@{pct(sparsity)}", "status": "done" if done else "missing"})
+            items.append(
+                {"run": f"{task}/{EARLY_BIRD_RETRAIN}@{pct(sparsity)}", "status": "done" if done else "missing"}
+            )
     n = len(summaries[MLM].rows["imp"])
-    items.append({"run": "mlm/imp", "status": "done" if n == total_rounds else "missing" if n == 0 else f"partial ({n}/{total_rounds} rounds)"})
+    items.append(
+        {
+            "run": "mlm/imp",
+            "status": "done" if n == total_rounds else "missing" if n == 0 else f"partial ({n}/{total_rounds} rounds)",
+        }
+    )
     for r in transfers:
-        status = "done" if r["score"] is not None else "missing" if r["sparsity"] is not None else "missing (source ticket not found yet)"
+        status = (
+            "done"
+            if r["score"] is not None
+            else "missing"
+            if r["sparsity"] is not None
+            else "missing (source ticket not found yet)"
+        )
         items.append({"run": f"transfer/{r['source']}->{r['target']}", "status": status})
     return items
 
@@ -426,13 +504,22 @@ def timing_text(timings: dict) -> str:
         return "No run timed yet (timings.json)."
     wall = sum(t["wall_s"] for t in timings.values())
     cpu = sum(t["cpu_s"] for t in timings.values())
-    return (f"Timed runs ({len(timings)}, timings.json): {wall / 3600:.2f} h wall, {cpu / 3600:.2f} h CPU "
-            f"(over both cores; the wall time includes pauses and other work on the machine).")
+    return (
+        f"Timed runs ({len(timings)}, timings.json): {wall / 3600:.2f} h wall, {cpu / 3600:.2f} h CPU "
+        f"(over both cores; the wall time includes pauses and other work on the machine)."
+    )
 
 
 def progress_markdown(items: list[dict], timings: dict | None = None) -> str:
     done = sum(i["status"] == "done" for i in items)
-    lines = [f"{done} of {len(items)} planned runs done.", "", timing_text(timings or {}), "", "| run | status |", "|---|---|"]
+    lines = [
+        f"{done} of {len(items)} planned runs done.",
+        "",
+        timing_text(timings or {}),
+        "",
+        "| run | status |",
+        "|---|---|",
+    ]
     lines += [f"| {i['run']} | {i['status']} |" for i in items]
     return "\n".join(lines)
 
@@ -458,34 +545,52 @@ def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings:
         paper = PAPER_MATCHING_SPARSITY[task]
         imp_done = len(pruned_rows(s.rows["imp"]))
         where = f"(IMP ran {imp_done}/{len(settings.sparsities)} pruned rounds)"
-        matching_text = (f"highest matching sparsity {pct(ours)} vs the paper's {paper}%" if ours is not None
-                         else f"no matching IMP ticket at any sparsity reached (paper: {paper}%)")
+        matching_text = (
+            f"highest matching sparsity {pct(ours)} vs the paper's {paper}%"
+            if ours is not None
+            else f"no matching IMP ticket at any sparsity reached (paper: {paper}%)"
+        )
         beat = f"IMP beat random pruning at {wins} of {total} sparsities" if total else "random pruning not run yet"
         out.append(f"{name}: {matching_text}; {beat} {where}.")
         if s.metric.removeprefix("eval_") in ZERO_AT_CHANCE and abs(s.full_mean) <= (s.full_std or 0.0) + 0.01:
-            out.append(f"{name}: caution, the full model is at chance level ({s.metric.removeprefix('eval_')} "
-                       f"{s.full_mean:.3f} ± {s.full_std or 0.0:.3f}, within one std of 0): there is nothing for a ticket to match.")
+            out.append(
+                f"{name}: caution, the full model is at chance level ({s.metric.removeprefix('eval_')} "
+                f"{s.full_mean:.3f} ± {s.full_std or 0.0:.3f}, within one std of 0): there is nothing for a "
+                "ticket to match."
+            )
         elif s.majority is not None and s.full_mean <= s.majority + max(2 * (s.full_std or 0.0), 0.02):
             where = "below" if s.full_mean < s.majority else "barely above"
-            out.append(f"{name}: caution, the full model ({s.full_mean:.3f}) is {where} always predicting the "
-                       f"majority label ({s.majority:.3f}): matching it says little.")
+            out.append(
+                f"{name}: caution, the full model ({s.full_mean:.3f}) is {where} always predicting the "
+                f"majority label ({s.majority:.3f}): matching it says little."
+            )
         elif s.full_std is not None and s.full_std > WEAK_FULL_MODEL * abs(s.full_mean):
-            out.append(f"{name}: caution, the full model barely learned the task at this scale ({s.full_mean:.3f} ± "
-                       f"{s.full_std:.3f} over seeds): a one-std band this wide makes \"matching\" weak evidence.")
+            out.append(
+                f"{name}: caution, the full model barely learned the task at this scale ({s.full_mean:.3f} ± "
+                f'{s.full_std:.3f} over seeds): a one-std band this wide makes "matching" weak evidence.'
+            )
     out += [line for task in settings.tasks if (line := early_bird_finding(summaries[task], settings))]
     mlm = summaries[MLM]
     if mlm.full_mean is not None:
-        out.append(f"MLM: highest matching sparsity {pct(mlm.imp_matching.get('sparsity'))} vs the paper's 70% "
-                   f"(one seed, so the band is 1% of the full model's masked-token accuracy).")
+        out.append(
+            f"MLM: highest matching sparsity {pct(mlm.imp_matching.get('sparsity'))} vs the paper's 70% "
+            f"(one seed, so the band is 1% of the full model's masked-token accuracy)."
+        )
     mlm_transfers = [t for t in transfers if t["source"] == MLM and t["score"] is not None]
     if mlm_transfers:
         good = [TASK_TITLES[t["target"]] for t in mlm_transfers if t["matching"]]
-        out.append(f"MLM ticket transfer (universality): matching on {len(good)} of {len(mlm_transfers)} tasks"
-                   + (f" ({', '.join(good)})" if good else "") + ".")
+        out.append(
+            f"MLM ticket transfer (universality): matching on {len(good)} of {len(mlm_transfers)} tasks"
+            + (f" ({', '.join(good)})" if good else "")
+            + "."
+        )
     task_transfers = [t for t in transfers if t["source"] != MLM and t["score"] is not None]
     if task_transfers:
         good = sum(bool(t["matching"]) for t in task_transfers)
-        out.append(f"Task-to-task transfer: {good} of {len(task_transfers)} transferred tickets were matching on the target task.")
+        out.append(
+            f"Task-to-task transfer: {good} of {len(task_transfers)} transferred tickets were matching on the "
+            "target task."
+        )
     return out
 
 
@@ -495,16 +600,22 @@ def early_bird_finding(s: TaskSummary, settings: Settings) -> str | None:
     if len(imp) < rounds or len(eb) < rounds:
         return None
     imp_steps, eb_steps = train_steps(imp), train_steps(eb)
-    text = f"{TASK_TITLES[s.task]} early bird: {100 * (imp_steps - eb_steps) / imp_steps:.0f}% fewer training steps than IMP"
+    saved = 100 * (imp_steps - eb_steps) / imp_steps
+    text = f"{TASK_TITLES[s.task]} early bird: {saved:.0f}% fewer training steps than IMP"
     ours = s.imp_matching.get("sparsity")
     score = None if ours is None else s.early_bird_full.get(scheduled(ours, settings))
     if score is not None:
         imp_score = s.score("imp", ours)
         verdict = "matching too" if score_matches(s, score) else "not matching"
-        text += (f"; its ticket at IMP's matching sparsity ({pct(ours)}), trained fully, scores {score:.3f} "
-                 f"(IMP's {fmt(imp_score)}): {verdict}")
+        text += (
+            f"; its ticket at IMP's matching sparsity ({pct(ours)}), trained fully, scores {score:.3f} "
+            f"(IMP's {fmt(imp_score)}): {verdict}"
+        )
     tried = ", ".join(pct(x) for x in sorted(s.early_bird_full))
-    return text + f"; highest matching early-bird sparsity of those trained fully ({tried}): {pct(s.early_bird_matching.get('sparsity'))}."
+    return (
+        text + f"; highest matching early-bird sparsity of those trained fully ({tried}): "
+        f"{pct(s.early_bird_matching.get('sparsity'))}."
+    )
 
 
 def score_matches(s: TaskSummary, score: float) -> bool:
@@ -522,10 +633,21 @@ def write_plots(summaries: dict[str, TaskSummary], plots_dir: Path) -> list[Path
     for s in summaries.values():
         if not s.rows["imp"]:
             continue
-        baselines = {kind.replace("_", " "): pruned_rows(s.rows[kind]) for kind in ("random_pruning", "standard_pruning")
-                     if pruned_rows(s.rows[kind])}
-        written.append(plot_sparsity_vs_score(s.rows["imp"], s.metric, plots_dir / f"{s.task}.png",
-                                              full_score=s.full_mean, full_std=s.full_std, baselines=baselines))
+        baselines = {
+            kind.replace("_", " "): pruned_rows(s.rows[kind])
+            for kind in ("random_pruning", "standard_pruning")
+            if pruned_rows(s.rows[kind])
+        }
+        written.append(
+            plot_sparsity_vs_score(
+                s.rows["imp"],
+                s.metric,
+                plots_dir / f"{s.task}.png",
+                full_score=s.full_mean,
+                full_std=s.full_std,
+                baselines=baselines,
+            )
+        )
     return written
 
 
@@ -537,24 +659,53 @@ def write_report(results_dir: Path, settings: Settings, plots: bool = True) -> d
     transfers = read_transfers(runs_dir, summaries, settings)
     items = progress(runs_dir, summaries, transfers, settings)
     complete = all(i["status"] == "done" for i in items)
-    banner = "" if complete else ("> **Partial results**: some planned runs are missing or unfinished (see `progress.md`); "
-                                  "rerun the same command to continue.\n\n")
-    (results_dir / "table2.md").write_text(f"# Table 2, scaled down ({settings.name})\n\n{banner}{table2_markdown(summaries)}\n\n"
-                                           f"## Every sparsity\n\n{per_sparsity_markdown(summaries, settings)}")
-    (results_dir / "transfer.md").write_text(f"# Transfer matrix ({settings.name})\n\n{banner}"
-                                             f"{transfer_matrix_markdown(transfers, summaries, settings)}\n\n"
-                                             "✓ = within one std of the target's full-model mean (the paper's matching band); "
-                                             "the diagonal is the source ticket's own IMP score.\n")
-    (results_dir / "early_bird.md").write_text(f"# Early-bird IMP beside plain IMP ({settings.name})\n\n{banner}"
-                                               f"{early_bird_markdown(summaries, settings)}")
-    (results_dir / "progress.md").write_text(f"# Progress ({settings.name})\n\n{progress_markdown(items, read_json(results_dir / TIMINGS_FILE))}\n")
+    banner = (
+        ""
+        if complete
+        else (
+            "> **Partial results**: some planned runs are missing or unfinished (see `progress.md`); "
+            "rerun the same command to continue.\n\n"
+        )
+    )
+    (results_dir / "table2.md").write_text(
+        f"# Table 2, scaled down ({settings.name})\n\n{banner}{table2_markdown(summaries)}\n\n"
+        f"## Every sparsity\n\n{per_sparsity_markdown(summaries, settings)}"
+    )
+    (results_dir / "transfer.md").write_text(
+        f"# Transfer matrix ({settings.name})\n\n{banner}"
+        f"{transfer_matrix_markdown(transfers, summaries, settings)}\n\n"
+        "✓ = within one std of the target's full-model mean (the paper's matching band); "
+        "the diagonal is the source ticket's own IMP score.\n"
+    )
+    (results_dir / "early_bird.md").write_text(
+        f"# Early-bird IMP beside plain IMP ({settings.name})\n\n{banner}{early_bird_markdown(summaries, settings)}"
+    )
+    (results_dir / "progress.md").write_text(
+        f"# Progress ({settings.name})\n\n{progress_markdown(items, read_json(results_dir / TIMINGS_FILE))}\n"
+    )
     statements = findings(summaries, transfers, settings)
-    (results_dir / "findings.md").write_text(f"# Findings ({settings.name})\n\n{banner}" + "\n".join(f"- {s}" for s in statements) + "\n")
+    (results_dir / "findings.md").write_text(
+        f"# Findings ({settings.name})\n\n{banner}" + "\n".join(f"- {s}" for s in statements) + "\n"
+    )
     if plots:
         write_plots(summaries, results_dir / "plots")
-    summary = {"complete": complete, "findings": statements, "progress": items, "transfers": transfers,
-               "tasks": {t: {"metric": s.metric, "full_scores": s.full_scores, "full_mean": s.full_mean, "full_std": s.full_std,
-                             "imp_matching": s.imp_matching, "early_bird_matching": s.early_bird_matching,
-                             "imp_vs_random_wins": imp_vs_random(s)} for t, s in summaries.items()}}
+    summary = {
+        "complete": complete,
+        "findings": statements,
+        "progress": items,
+        "transfers": transfers,
+        "tasks": {
+            t: {
+                "metric": s.metric,
+                "full_scores": s.full_scores,
+                "full_mean": s.full_mean,
+                "full_std": s.full_std,
+                "imp_matching": s.imp_matching,
+                "early_bird_matching": s.early_bird_matching,
+                "imp_vs_random_wins": imp_vs_random(s),
+            }
+            for t, s in summaries.items()
+        },
+    }
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

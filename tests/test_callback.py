@@ -35,9 +35,17 @@ class TokenFiveDataset(torch.utils.data.Dataset):
 
 def make_trainer(output_dir, model, callbacks=(), **overrides) -> Trainer:
     args = dict(
-        output_dir=str(output_dir), use_cpu=True, report_to=[], max_steps=6, learning_rate=1e-3,
-        weight_decay=0.1, per_device_train_batch_size=8, logging_steps=1, save_strategy="no",
-        disable_tqdm=True, seed=0,
+        output_dir=str(output_dir),
+        use_cpu=True,
+        report_to=[],
+        max_steps=6,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
     args.update(overrides)
     args = TrainingArguments(**args)
@@ -102,8 +110,12 @@ def test_pruned_gradients_are_zero_before_clipping_and_step(tmp_path, mask_gradi
     model, ticket = base_and_ticket()
     probe = PrunedGradProbe(ticket)
     trainer = make_trainer(
-        tmp_path, model, [TicketCallback(ticket, mask_gradients=mask_gradients), probe],
-        max_steps=3, gradient_accumulation_steps=2, max_grad_norm=1.0,
+        tmp_path,
+        model,
+        [TicketCallback(ticket, mask_gradients=mask_gradients), probe],
+        max_steps=3,
+        gradient_accumulation_steps=2,
+        max_grad_norm=1.0,
     )
     trainer.train()
     assert len(probe.seen) == 3

@@ -19,7 +19,14 @@ RESULTS = [
 ]
 TRANSFER = [
     {"source": "sst2", "task": "mrpc", "metric": "accuracy", "score": 0.81, "full_score": 0.82, "matching": True},
-    {"source": "sst2", "task": "cola", "metric": "matthews_correlation", "score": 0.3, "full_score": 0.5, "matching": False},
+    {
+        "source": "sst2",
+        "task": "cola",
+        "metric": "matthews_correlation",
+        "score": 0.3,
+        "full_score": 0.5,
+        "matching": False,
+    },
 ]
 
 
@@ -28,7 +35,13 @@ def ticket():
     model = tiny_model(BertForMaskedLM)
     model.config._name_or_path = "test-org/tiny-bert"
     ticket = prune(model, 0.5)
-    ticket.config.provenance = {"task": "sst2", "round": 2, "rounds": 2, "rewind": "pretrained", "imp": {"prune_per_round": 0.3}}
+    ticket.config.provenance = {
+        "task": "sst2",
+        "round": 2,
+        "rounds": 2,
+        "rewind": "pretrained",
+        "imp": {"prune_per_round": 0.3},
+    }
     return ticket
 
 
@@ -45,7 +58,11 @@ def test_metadata_parses_back_with_modelcard_load(ticket, tmp_path):
     assert {"lottery-ticket", "pruning", "sparse"} <= set(loaded.data.tags)
     assert loaded.data.datasets == ["nyu-mll/glue"]
     (result,) = loaded.data.eval_results  # the model-index: the score at this ticket's sparsity
-    assert (result.task_type, result.dataset_type, result.dataset_config) == ("text-classification", "nyu-mll/glue", "sst2")
+    assert (result.task_type, result.dataset_type, result.dataset_config) == (
+        "text-classification",
+        "nyu-mll/glue",
+        "sst2",
+    )
     assert (result.metric_type, result.metric_value) == ("accuracy", 0.92)
     assert "50.00%" in result.metric_name
 
@@ -60,7 +77,7 @@ def test_body_has_every_section_once_with_the_data(ticket):
     assert "| random_pruning | 2 | 50.00% | 0.8500 |" in text
     assert "| sst2 | cola | matthews_correlation | 0.3000 | 0.5000 | no |" in text
     assert 'Ticket.from_pretrained("test-org/ticket")' in text
-    assert "AutoModelForSequenceClassification.from_pretrained(\"test-org/tiny-bert\")" in text
+    assert 'AutoModelForSequenceClassification.from_pretrained("test-org/tiny-bert")' in text
     assert "| hf_tickets version (card) | 0.1.0 |" in text
 
 
@@ -79,7 +96,9 @@ def test_a_local_base_model_path_is_not_put_in_the_metadata(ticket):
 
 def test_regenerating_updates_sections_in_place(ticket):
     first = ticket_card(ticket, results=RESULTS[:2], transfer=TRANSFER[:1], repo_id="test-org/ticket")
-    edited = first.content.replace("<!-- /hf_tickets:section:usage -->", "<!-- /hf_tickets:section:usage -->\n\nA note from a person.")
+    edited = first.content.replace(
+        "<!-- /hf_tickets:section:usage -->", "<!-- /hf_tickets:section:usage -->\n\nA note from a person."
+    )
     second = ticket_card(ticket, results=RESULTS, existing=edited)
     third = ticket_card(ticket, results=RESULTS, existing=second)
 
@@ -95,7 +114,10 @@ def test_regenerating_updates_sections_in_place(ticket):
 
 def test_merge_appends_sections_the_old_card_lacks():
     old = "# Old card\n\n<!-- hf_tickets:section:a -->old a<!-- /hf_tickets:section:a -->\n"
-    new = "<!-- hf_tickets:section:a -->new a<!-- /hf_tickets:section:a -->\n<!-- hf_tickets:section:b -->b<!-- /hf_tickets:section:b -->"
+    new = (
+        "<!-- hf_tickets:section:a -->new a<!-- /hf_tickets:section:a -->\n"
+        "<!-- hf_tickets:section:b -->b<!-- /hf_tickets:section:b -->"
+    )
     merged = merge_sections(old, new)
     assert merged.startswith("# Old card") and "new a" in merged and "old a" not in merged
     assert sections(merged) == ["a", "b"]
@@ -114,7 +136,11 @@ def test_plot_is_a_png_with_ticket_and_baseline_lines(tmp_path):
     assert ticket_points == [(0.0, 0.93), (0.3, 0.925), (0.5, 0.92)]
     assert baselines == {"random_pruning": [(0.5, 0.85)]}
     out = plot_sparsity_vs_score(
-        RESULTS, "eval_accuracy", tmp_path / "plot.png", full_score=0.93, full_std=0.01,
+        RESULTS,
+        "eval_accuracy",
+        tmp_path / "plot.png",
+        full_score=0.93,
+        full_std=0.01,
         baselines={"layerwise": [(0.3, 0.9), (0.5, 0.88)]},
     )
     with Image.open(out) as image:
@@ -128,6 +154,17 @@ def test_plot_is_a_png_with_ticket_and_baseline_lines(tmp_path):
 def test_imp_bookkeeping_columns_are_not_reported_as_metrics():
     from hf_tickets.hub.cards import metric_names
 
-    rows = [{"round": 0, "sparsity": 0.0, "eval_accuracy": 0.9, "train_time_s": 3.0, "train_steps": 10,
-             "planned_steps": 10, "early_bird_steps_saved": 0, "full_score": 0.9, "full_std": None}]
+    rows = [
+        {
+            "round": 0,
+            "sparsity": 0.0,
+            "eval_accuracy": 0.9,
+            "train_time_s": 3.0,
+            "train_steps": 10,
+            "planned_steps": 10,
+            "early_bird_steps_saved": 0,
+            "full_score": 0.9,
+            "full_std": None,
+        }
+    ]
     assert metric_names(rows) == ["eval_accuracy"]

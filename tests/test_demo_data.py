@@ -23,11 +23,15 @@ GROUND_TRUTH = (
     "4\t0.1\tMildly pleasant.\r\n"
     "5\t-3.875\tDreadful.\r\n"
     "6\t0\tNeither here nor there.\r\n"
-    "7\t3.9\tA triumph, with a \"quote\" inside."
+    '7\t3.9\tA triumph, with a "quote" inside.'
 )
-EXPECTED = [("The Rock is destined to be the ''Conan'' of the century.", 1),
-            ("Her fans walked out muttering words like ''horrible''.", 0),
-            ("Mildly pleasant.", 1), ("Dreadful.", 0), ('A triumph, with a "quote" inside.', 1)]
+EXPECTED = [
+    ("The Rock is destined to be the ''Conan'' of the century.", 1),
+    ("Her fans walked out muttering words like ''horrible''.", 0),
+    ("Mildly pleasant.", 1),
+    ("Dreadful.", 0),
+    ('A triumph, with a "quote" inside.', 1),
+]
 
 
 def tar_gz(members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
@@ -78,7 +82,9 @@ def test_links_in_the_archive_are_refused(tmp_path):
 
 def test_split_is_seeded_complete_and_disjoint(tmp_path):
     # Like the real file: all positive sentences first.
-    dataset = read_ground_truth("".join(f"{i}\t{1 if i <= 50 else -1}\tsentence {i}\r\n" for i in range(1, 101)).encode())
+    dataset = read_ground_truth(
+        "".join(f"{i}\t{1 if i <= 50 else -1}\tsentence {i}\r\n" for i in range(1, 101)).encode()
+    )
     first = split_train_validation(dataset, seed=3, validation_fraction=0.25)
     again = split_train_validation(dataset, seed=3, validation_fraction=0.25)
     other = split_train_validation(dataset, seed=4, validation_fraction=0.25)

@@ -47,11 +47,26 @@ def launch(
     if launcher == "torchrun":
         cmd = [VENV_BIN / "torchrun", "--nproc_per_node", str(nproc), "--master_port", port]
     elif launcher == "accelerate-multi":  # the way to get several CPU processes from accelerate
-        cmd = [VENV_BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", str(nproc), "--main_process_port", port]
+        cmd = [
+            VENV_BIN / "accelerate",
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(nproc),
+            "--main_process_port",
+            port,
+        ]
     elif launcher == "accelerate-cpu":  # starts ONE process whatever --num_processes says
         cmd = [VENV_BIN / "accelerate", "launch", "--cpu", "--num_processes", str(nproc), "--main_process_port", port]
     elif launcher.startswith("accelerate-config="):  # accelerate launch --config_file PATH
-        cmd = [VENV_BIN / "accelerate", "launch", "--config_file", launcher.partition("=")[2], "--main_process_port", port]
+        cmd = [
+            VENV_BIN / "accelerate",
+            "launch",
+            "--config_file",
+            launcher.partition("=")[2],
+            "--main_process_port",
+            port,
+        ]
     elif launcher == "python":
         cmd = [sys.executable]
     else:
@@ -201,8 +216,10 @@ def test_deepspeed_zero3_sharded_ticket_equals_unsharded(tmp_path):
 def test_trainer_logs_true_loss_under_ddp_and_accumulation(tmp_path):
     launch("trainer_loss.py", tmp_path, launcher="python")
     launch("trainer_loss.py", tmp_path, launcher="accelerate-multi")
-    run = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in
-           ("single", "accumulate_stock", "accumulate_fixed", "ddp_stock", "ddp_fixed")}
+    run = {
+        name: json.loads((tmp_path / f"{name}.json").read_text())
+        for name in ("single", "accumulate_stock", "accumulate_fixed", "ddp_stock", "ddp_fixed")
+    }
     assert run["ddp_fixed"]["world_size"] == 2 and run["single"]["world_size"] == 1
     reference = run["single"]
     for name in ("ddp_fixed", "accumulate_fixed"):
@@ -228,7 +245,10 @@ def test_ddp_plain_loop_identical_masks_zero_every_step_uneven_batches(tmp_path)
         assert r["zero_after_every_step"] and r["warning"] is None  # 2 asked, 2 running: no warning
         assert r["round1_sparsity"] == 0.5
     assert r0["failed_prune"].startswith("TypeError") and "no_such_option" in r0["failed_prune"]
-    assert r1["failed_prune"].startswith("TicketError: rank 0 could not compute") and "no_such_option" in r1["failed_prune"]
+    assert (
+        r1["failed_prune"].startswith("TicketError: rank 0 could not compute")
+        and "no_such_option" in r1["failed_prune"]
+    )
     # Rank 1's weights were made to disagree before each pruning: rank 0's masks still won.
     assert_same_tensors(r0["tensors"], r1["tensors"])  # masks and final (joined) weights
     saved = hf_tickets.Ticket.from_pretrained(tmp_path / "out" / "round1")
@@ -307,7 +327,9 @@ def test_ddp_imp_manager_plain_loop_resume_and_only_rank0_writes(tmp_path):
     # Interrupted after round 1 and resumed: the same tickets as the uninterrupted run.
     for index in range(4):
         ticket_dir = f"round_{index:02d}/ticket"
-        assert hf_tickets.Ticket.from_pretrained(out / "part" / ticket_dir).equals(hf_tickets.Ticket.from_pretrained(out / "full" / ticket_dir)), index
+        assert hf_tickets.Ticket.from_pretrained(out / "part" / ticket_dir).equals(
+            hf_tickets.Ticket.from_pretrained(out / "full" / ticket_dir)
+        ), index
     results = json.loads((out / "part" / "results.json").read_text())
     assert results["world_size"] == 2 and results["distributed"]["backend"] == "gloo"
     assert [row["eval_accuracy"] for row in results["rounds"]] == [0.5] * 4  # rank 0's numbers, not rank 1's
@@ -321,11 +343,38 @@ def test_glue_recipe_imp_search_on_two_processes(tmp_path):
     train, dev = write_sst2(tmp_path / "sst2")
     out = tmp_path / "out"
     launch(
-        RECIPES / "run_glue.py", "--model_name_or_path", base, "--task_name", "sst2", "--train_file", train,
-        "--validation_file", dev, "--output_dir", out, "--max_steps", "10", "--sparsity_schedule", "0.3,0.6",
-        "--do_train", "--do_eval", "--use_cpu", "--report_to", "none", "--per_device_train_batch_size", "4",
-        "--max_seq_length", "32", "--save_strategy", "no", "--learning_rate", "5e-3", "--seed", "0",
-        launcher="accelerate-multi", timeout=300,
+        RECIPES / "run_glue.py",
+        "--model_name_or_path",
+        base,
+        "--task_name",
+        "sst2",
+        "--train_file",
+        train,
+        "--validation_file",
+        dev,
+        "--output_dir",
+        out,
+        "--max_steps",
+        "10",
+        "--sparsity_schedule",
+        "0.3,0.6",
+        "--do_train",
+        "--do_eval",
+        "--use_cpu",
+        "--report_to",
+        "none",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_seq_length",
+        "32",
+        "--save_strategy",
+        "no",
+        "--learning_rate",
+        "5e-3",
+        "--seed",
+        "0",
+        launcher="accelerate-multi",
+        timeout=300,
     )
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and results["distributed"]["requested_num_processes"] == 2

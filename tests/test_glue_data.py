@@ -26,10 +26,14 @@ LAYOUTS = {
         [('The sailors rode the "breeze".',), ("Bill sneezed the napkin.",)],
         [1, 0],
     ),
-    "sst2": ("sentence\tlabel\nit 's a \" charming journey . \t1\nbleak \t0\n",
-             [("it 's a \" charming journey . ",), ("bleak ",)], [1, 0]),
+    "sst2": (
+        "sentence\tlabel\nit 's a \" charming journey . \t1\nbleak \t0\n",
+        [("it 's a \" charming journey . ",), ("bleak ",)],
+        [1, 0],
+    ),
     "mrpc": (
-        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t11\t12\tHe said \" yes .\tHe agreed .\n0\t13\t14\tA b .\tC d .\n",
+        '\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t11\t12\tHe said " yes .\tHe agreed '
+        ".\n0\t13\t14\tA b .\tC d .\n",
         [('He said " yes .', "He agreed ."), ("A b .", "C d .")],
         [1, 0],
     ),
@@ -40,24 +44,40 @@ LAYOUTS = {
         [("A plane takes off.", "An air plane takes off."), ("A man plays.", "A dog runs.")],
         [5.0, 0.25],
     ),
-    "qqp": ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t1\t2\tWhy \"x\"?\tWhy x?\t1\n8\t3\t4\tA?\tB?\t0\n",
-            [('Why "x"?', "Why x?"), ("A?", "B?")], [1, 0]),
+    "qqp": (
+        'id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t1\t2\tWhy "x"?\tWhy x?\t1\n8\t3\t4\tA?\tB?\t0\n',
+        [('Why "x"?', "Why x?"), ("A?", "B?")],
+        [1, 0],
+    ),
     "mnli": (
         "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse"
         "\tsentence1\tsentence2\tlabel1\tgold_label\n"
         "0\t1\t1n\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tPremise one.\tHypothesis one.\tneutral\tneutral\n"
         "1\t2\t2c\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tPremise two.\tHypothesis two.\tcontradiction\tcontradiction\n"
         "2\t3\t3e\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tPremise three.\tHypothesis three.\tentailment\tentailment\n",
-        [("Premise one.", "Hypothesis one."), ("Premise two.", "Hypothesis two."), ("Premise three.", "Hypothesis three.")],
+        [
+            ("Premise one.", "Hypothesis one."),
+            ("Premise two.", "Hypothesis two."),
+            ("Premise three.", "Hypothesis three."),
+        ],
         [1, 2, 0],
     ),
-    "qnli": ("index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\tentailment\n1\tWhat?\tNo.\tnot_entailment\n",
-             [("Who?", "Him."), ("What?", "No.")], [0, 1]),
-    "rte": ("index\tsentence1\tsentence2\tlabel\n0\tA \"b\" c.\tA c.\tnot_entailment\n1\tD.\tD.\tentailment\n",
-            [('A "b" c.', "A c."), ("D.", "D.")], [1, 0]),
+    "qnli": (
+        "index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\tentailment\n1\tWhat?\tNo.\tnot_entailment\n",
+        [("Who?", "Him."), ("What?", "No.")],
+        [0, 1],
+    ),
+    "rte": (
+        'index\tsentence1\tsentence2\tlabel\n0\tA "b" c.\tA c.\tnot_entailment\n1\tD.\tD.\tentailment\n',
+        [('A "b" c.', "A c."), ("D.", "D.")],
+        [1, 0],
+    ),
     # WNLI writes 1 for entailment; the Hub class order is not_entailment, entailment.
-    "wnli": ("index\tsentence1\tsentence2\tlabel\n0\tI ate it.\tIt was eaten.\t1\n1\tX.\tY.\t0\n",
-             [("I ate it.", "It was eaten."), ("X.", "Y.")], [1, 0]),
+    "wnli": (
+        "index\tsentence1\tsentence2\tlabel\n0\tI ate it.\tIt was eaten.\t1\n1\tX.\tY.\t0\n",
+        [("I ate it.", "It was eaten."), ("X.", "Y.")],
+        [1, 0],
+    ),
 }
 
 
@@ -96,7 +116,9 @@ def test_original_tsv_layouts_are_read(tmp_path, task_name):
 
 def test_load_glue_builds_train_and_validation_splits(tmp_path):
     text, _, labels = LAYOUTS["rte"]
-    raw = load_glue("rte", train_file=write(tmp_path / "train.tsv", text), validation_file=write(tmp_path / "dev.tsv", text))
+    raw = load_glue(
+        "rte", train_file=write(tmp_path / "train.tsv", text), validation_file=write(tmp_path / "dev.tsv", text)
+    )
     assert list(raw) == ["train", "validation"]
     assert raw["validation"]["label"] == labels
     info = label_info(raw)
@@ -121,12 +143,18 @@ def test_mnli_has_matched_and_mismatched_splits(tmp_path):
     dev_header = header.replace("label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label")
     dev_lines = [line.rsplit("\t", 1)[0] + "\tx\tx\tx\tx\t" + line.rsplit("\t", 1)[1] for line in lines]
     dev = "\n".join([dev_header, *dev_lines]) + "\n"
-    raw = load_glue("mnli", train_file=write(tmp_path / "train.tsv", text),
-                    validation_file=write(tmp_path / "dev_matched.tsv", dev),
-                    validation_mismatched_file=write(tmp_path / "dev_mismatched.tsv", dev))
+    raw = load_glue(
+        "mnli",
+        train_file=write(tmp_path / "train.tsv", text),
+        validation_file=write(tmp_path / "dev_matched.tsv", dev),
+        validation_mismatched_file=write(tmp_path / "dev_mismatched.tsv", dev),
+    )
     assert list(raw) == ["train", "validation_matched", "validation_mismatched"]
     assert raw["validation_mismatched"]["label"] == [1, 2, 0]
-    assert glue_eval_splits("mnli", raw) == [("validation_matched", "eval"), ("validation_mismatched", "eval_mismatched")]
+    assert glue_eval_splits("mnli", raw) == [
+        ("validation_matched", "eval"),
+        ("validation_mismatched", "eval_mismatched"),
+    ]
     assert label_info(raw).num_labels == 3
 
 
@@ -142,7 +170,10 @@ def test_unlabelled_test_files_get_label_minus_one(tmp_path):
 
 
 def test_rows_with_wrong_field_count_are_skipped_and_reported(tmp_path, caplog):
-    text = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tstray\ttab\tc\tentailment\n2\tcut\n3\td\te\tnot_entailment\r\n"
+    text = (
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+        "1\tstray\ttab\tc\tentailment\n2\tcut\n3\td\te\tnot_entailment\r\n"
+    )
     dataset, skipped = read_glue_tsv(write(tmp_path / "dev.tsv", text), "rte")
     assert skipped == [3, 4]
     assert dataset["sentence1"] == ["a", "d"]
@@ -188,12 +219,19 @@ def test_unknown_task_unreadable_and_unsupported_files(tmp_path):
 
 
 def test_csv_and_json_files_with_a_known_task(tmp_path):
-    csv_path = write(tmp_path / "train.csv", 'sentence1,sentence2,label\n"A ""q"" b",C,not_entailment\nD,E,entailment\n')
+    csv_path = write(
+        tmp_path / "train.csv", 'sentence1,sentence2,label\n"A ""q"" b",C,not_entailment\nD,E,entailment\n'
+    )
     json_path = tmp_path / "dev.json"
-    json_path.write_text("\n".join(json.dumps(row) for row in [
-        {"sentence1": "F", "sentence2": "G", "label": 0, "idx": 5},
-        {"sentence1": "H", "sentence2": "I", "label": 1, "idx": 6},
-    ]))
+    json_path.write_text(
+        "\n".join(
+            json.dumps(row)
+            for row in [
+                {"sentence1": "F", "sentence2": "G", "label": 0, "idx": 5},
+                {"sentence1": "H", "sentence2": "I", "label": 1, "idx": 6},
+            ]
+        )
+    )
     raw = load_glue("rte", train_file=csv_path, validation_file=json_path, cache_dir=str(tmp_path / "cache"))
     assert raw["train"]["sentence1"] == ['A "q" b', "D"]
     assert raw["train"]["label"] == [1, 0]
@@ -253,7 +291,12 @@ def test_preprocess_single_sentence_task(tmp_path, tokenizer):
 
 # --- the real GLUE files in the shared data folder -------------------------------------------
 
-REAL_SIZES = {"CoLA": ("cola", 8551, 1043), "SST-2": ("sst2", 67349, 872), "MRPC": ("mrpc", 3668, 408), "STS-B": ("stsb", 5749, 1500)}
+REAL_SIZES = {
+    "CoLA": ("cola", 8551, 1043),
+    "SST-2": ("sst2", 67349, 872),
+    "MRPC": ("mrpc", 3668, 408),
+    "STS-B": ("stsb", 5749, 1500),
+}
 
 
 @pytest.mark.parametrize("folder", sorted(REAL_SIZES))

@@ -52,10 +52,17 @@ def base(hub_server, tmp_path):
 
 def test_push_then_pull_by_revision_and_apply_to_another_head(hub_server, base, tmp_path):
     ticket_50 = hf_tickets.prune(base, 0.5)
-    ticket_50.config.provenance = {"task": "sst2", "round": 1, "rewind": "pretrained", "metrics": {"eval_accuracy": 0.89}}
+    ticket_50.config.provenance = {
+        "task": "sst2",
+        "round": 1,
+        "rewind": "pretrained",
+        "metrics": {"eval_accuracy": 0.89},
+    }
     first = ticket_50.push_to_hub("test-org/mlm-ticket", results=RESULTS, commit_message="round 1")
     ticket_70 = hf_tickets.prune(base, 0.7, ticket=ticket_50)
-    second = push_ticket(ticket_70, "test-org/mlm-ticket", results=RESULTS + [{"round": 2, "sparsity": 0.7, "eval_accuracy": 0.87}])
+    second = push_ticket(
+        ticket_70, "test-org/mlm-ticket", results=RESULTS + [{"round": 2, "sparsity": 0.7, "eval_accuracy": 0.87}]
+    )
     assert first.oid != second.oid
 
     cache = tmp_path / "cache"
@@ -79,7 +86,9 @@ def test_push_then_pull_by_revision_and_apply_to_another_head(hub_server, base, 
     card = ModelCard.load("test-org/mlm-ticket")  # through the Hub, as anyone would
     assert card.data.library_name == "hf_tickets" and card.data.base_model == BASE
     assert {"lottery-ticket", "pruning", "sparse"} <= set(card.data.tags)
-    assert card.data.eval_results[0].metric_value == 0.87  # the 70% ticket's own score, not the 50% ticket's it was pruned from
+    assert (
+        card.data.eval_results[0].metric_value == 0.87
+    )  # the 70% ticket's own score, not the 50% ticket's it was pruned from
     names = [m.group(1) for m in SECTION_RE.finditer(card.text)]
     assert len(names) == len(set(names))  # the second push updated the sections, it did not add more
     assert "| ticket (IMP) | 2 | 70.00% | 0.8700 |" in card.text and "70.00% sparse" in card.text
@@ -135,7 +144,20 @@ def test_cli_push_to_a_branch_and_pull_it_back(hub_server, base, tmp_path, capsy
     ticket = hf_tickets.prune(base, 0.4)
     ticket.save_pretrained(tmp_path / "ticket")
     (tmp_path / "ticket" / "notes.pkl").write_bytes(b"not uploaded")  # only safe formats are pushed
-    assert cli_main(["push", str(tmp_path / "ticket"), "test-org/cli-ticket", "--revision", "exp", "--commit-message", "from the cli"]) == 0
+    assert (
+        cli_main(
+            [
+                "push",
+                str(tmp_path / "ticket"),
+                "test-org/cli-ticket",
+                "--revision",
+                "exp",
+                "--commit-message",
+                "from the cli",
+            ]
+        )
+        == 0
+    )
     assert "pushed" in capsys.readouterr().out
 
     api = HfApi()
@@ -150,7 +172,9 @@ def test_cli_push_to_a_branch_and_pull_it_back(hub_server, base, tmp_path, capsy
 
 def test_private_ticket_needs_the_token(hub_server, base, tmp_path, monkeypatch):
     hf_tickets.prune(base, 0.5).push_to_hub("test-user/private-ticket", private=True)
-    assert Ticket.from_pretrained("test-user/private-ticket", cache_dir=tmp_path / "a").sparsity == pytest.approx(0.5, abs=1e-3)
+    assert Ticket.from_pretrained("test-user/private-ticket", cache_dir=tmp_path / "a").sparsity == pytest.approx(
+        0.5, abs=1e-3
+    )
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(TicketHubError, match="'test-user/private-ticket' was not found"):
         Ticket.from_pretrained("test-user/private-ticket", cache_dir=tmp_path / "b")
@@ -168,7 +192,9 @@ def test_missing_repo_revision_and_file_are_clear_errors(hub_server, base, tmp_p
     assert isinstance(err.value.__cause__, RevisionNotFoundError)
 
     # A repo without ticket files: the base model's own repo.
-    with pytest.raises(TicketHubError, match="'test-org/tiny-bert'.*holds no hf_tickets ticket: ticket_masks.safetensors"):
+    with pytest.raises(
+        TicketHubError, match="'test-org/tiny-bert'.*holds no hf_tickets ticket: ticket_masks.safetensors"
+    ):
         download_ticket(BASE, cache_dir=cache)
 
 
@@ -189,7 +215,9 @@ def test_corrupt_safetensors_in_the_repo_is_a_clear_error(hub_server, base, tmp_
         [CommitOperationAdd(MASKS_FILE, str(good / MASKS_FILE)), CommitOperationAdd(CONFIG_FILE, b'{"sparsity": 0.5,')],
         commit_message="half a config",
     )
-    with pytest.raises(TicketHubError, match=rf"ticket_config.json in 'test-org/broken' \(revision '{fixed.oid}'\).*not a valid JSON"):
+    with pytest.raises(
+        TicketHubError, match=rf"ticket_config.json in 'test-org/broken' \(revision '{fixed.oid}'\).*not a valid JSON"
+    ):
         Ticket.from_pretrained("test-org/broken", revision=fixed.oid, cache_dir=tmp_path / "cache")
 
 

@@ -130,8 +130,15 @@ def imp_run(one_thread, tmp_path_factory):
     probe = {}
     start = time.perf_counter()
     manager = run_plain(IMPManager(model, IMPConfig(imp_rounds=3, imp_seed=0), out), model, probe=probe)
-    return SimpleNamespace(out=out, model=model, theta0=theta0, aliased=aliased, probe=probe, manager=manager,
-                           seconds=time.perf_counter() - start)
+    return SimpleNamespace(
+        out=out,
+        model=model,
+        theta0=theta0,
+        aliased=aliased,
+        probe=probe,
+        manager=manager,
+        seconds=time.perf_counter() - start,
+    )
 
 
 # --------------------------------------------------------------- schedules
@@ -176,17 +183,39 @@ def test_config_errors_are_clear(kwargs, message):
 def test_config_parses_from_the_command_line_beside_training_arguments(tmp_path):
     parser = HfArgumentParser((TrainingArguments, IMPConfig))  # no flag clashes with the stock arguments
     training, config = parser.parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--imp_rounds", "3", "--sparsity_schedule", "0.1,0.2,0.3", "--baseline",
-         "random_pruning", "--matching_tolerance", "0.02", "--early_bird", "false", "--imp_seed", "7"]
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--imp_rounds",
+            "3",
+            "--sparsity_schedule",
+            "0.1,0.2,0.3",
+            "--baseline",
+            "random_pruning",
+            "--matching_tolerance",
+            "0.02",
+            "--early_bird",
+            "false",
+            "--imp_seed",
+            "7",
+        ]
     )
     assert config.schedule() == [0.0, 0.1, 0.2, 0.3]
-    assert (config.baseline, config.matching_tolerance, config.imp_seed, config.early_bird) == ("random_pruning", 0.02, 7, False)
+    assert (config.baseline, config.matching_tolerance, config.imp_seed, config.early_bird) == (
+        "random_pruning",
+        0.02,
+        7,
+        False,
+    )
     with pytest.raises(SystemExit):
         parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--baseline", "other"])  # choices
 
 
 def test_matching_ticket_rule():
-    rows = [{"round": r, "sparsity": s, "acc": a} for r, s, a in [(0, 0.0, 0.90), (1, 0.1, 0.85), (2, 0.19, 0.895), (3, 0.271, 0.70)]]
+    rows = [
+        {"round": r, "sparsity": s, "acc": a}
+        for r, s, a in [(0, 0.0, 0.90), (1, 0.1, 0.85), (2, 0.19, 0.895), (3, 0.271, 0.70)]
+    ]
     default = matching_ticket(rows, "acc", 0.90)  # 1% of the full score
     assert (default["round"], default["matching_rounds"], default["tolerance"]) == (2, [0, 2], pytest.approx(0.009))
     std = matching_ticket(rows, "acc", 0.90, full_model_std=0.06)
@@ -195,7 +224,10 @@ def test_matching_ticket_rule():
     losses = [{"round": 0, "sparsity": 0.0, "eval_loss": 0.3}, {"round": 1, "sparsity": 0.1, "eval_loss": 0.5}]
     assert matching_ticket(losses, "eval_loss", 0.3)["round"] == 0  # lower is better for losses
     assert matching_ticket(rows, "f1", None)["round"] is None
-    assert to_csv(rows).splitlines()[0] == "round,sparsity,baseline,acc,train_time_s,train_steps,planned_steps,early_bird_stopped,early_bird_steps_saved,ticket"
+    assert (
+        to_csv(rows).splitlines()[0] == "round,sparsity,baseline,acc,train_time_s,train_steps,planned_steps,"
+        "early_bird_stopped,early_bird_steps_saved,ticket"
+    )
 
 
 # ---------------------------------------------------------- the IMP loop
@@ -216,7 +248,10 @@ def test_three_rounds_at_the_papers_rate(imp_run):
         assert saved.config.provenance["imp_round"] == r and "eval_accuracy" in saved.config.provenance["metrics"]
     results = json.loads((imp_run.out / "results.json").read_text())
     assert results["world_size"] == 1 and results["complete"] and len(results["rounds"]) == 4
-    assert results["matching"]["metric"] == "eval_accuracy" and results["matching"]["full_score"] == rows[0]["eval_accuracy"]
+    assert (
+        results["matching"]["metric"] == "eval_accuracy"
+        and results["matching"]["full_score"] == rows[0]["eval_accuracy"]
+    )
     csv_lines = (imp_run.out / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 5 and csv_lines[0].startswith("round,sparsity,baseline,eval_accuracy,train_time_s")
 
@@ -297,7 +332,9 @@ def test_unfinished_round_is_an_error(tmp_path):
 # ---------------------------------------------------------------- baselines
 def test_random_pruning_baseline(imp_run, tmp_path):
     model, probe = fresh_model(), {}
-    run_plain(IMPManager(model, IMPConfig(imp_rounds=3, baseline="random_pruning", imp_seed=0), tmp_path), model, probe=probe)
+    run_plain(
+        IMPManager(model, IMPConfig(imp_rounds=3, baseline="random_pruning", imp_seed=0), tmp_path), model, probe=probe
+    )
     for r in (1, 2, 3):
         ticket, imp_ticket = probe[r]["ticket"], imp_run.probe[r]["ticket"]
         assert ticket.num_pruned == imp_ticket.num_pruned  # same schedule
@@ -327,21 +364,39 @@ def test_random_reinit_baseline_uses_imp_masks_on_fixed_random_weights(imp_run, 
 
 def test_random_reinit_needs_a_complete_reference(imp_run, tmp_path):
     with pytest.raises(TicketError, match="not an IMP output_dir"):
-        IMPManager(fresh_model(), IMPConfig(imp_rounds=1, baseline="random_reinit", reference_dir=str(tmp_path)), tmp_path / "o")
+        IMPManager(
+            fresh_model(),
+            IMPConfig(imp_rounds=1, baseline="random_reinit", reference_dir=str(tmp_path)),
+            tmp_path / "o",
+        )
     with pytest.raises(TicketError, match="schedule"):
-        IMPManager(fresh_model(), IMPConfig(sparsity_schedule="0.2", baseline="random_reinit", reference_dir=str(imp_run.out)), tmp_path / "o")
+        IMPManager(
+            fresh_model(),
+            IMPConfig(sparsity_schedule="0.2", baseline="random_reinit", reference_dir=str(imp_run.out)),
+            tmp_path / "o",
+        )
     with pytest.raises(TicketError, match=r"no ticket yet for rounds \[4\]"):
-        IMPManager(fresh_model(), IMPConfig(imp_rounds=4, baseline="random_reinit", reference_dir=str(imp_run.out)), tmp_path / "o")
+        IMPManager(
+            fresh_model(),
+            IMPConfig(imp_rounds=4, baseline="random_reinit", reference_dir=str(imp_run.out)),
+            tmp_path / "o",
+        )
 
 
 def test_standard_pruning_baseline_keeps_training_without_rewind(imp_run, tmp_path):
     model, probe = fresh_model(), {}
-    run_plain(IMPManager(model, IMPConfig(imp_rounds=3, baseline="standard_pruning", imp_seed=0), tmp_path), model, probe=probe)
+    run_plain(
+        IMPManager(model, IMPConfig(imp_rounds=3, baseline="standard_pruning", imp_seed=0), tmp_path),
+        model,
+        probe=probe,
+    )
     assert probe[1]["ticket"].equals(imp_run.probe[1]["ticket"])  # both prune the same fine-tuned full model
     for r in (1, 2, 3):
         # Each round starts from the previous round's trained weights (head included), newly pruned: no rewind.
         assert_state_equal(probe[r]["start"], masked(probe[r - 1]["end"], probe[r]["ticket"]))
-        assert_state_equal(load_file(tmp_path / f"round_{r - 1:02d}" / "final_weights.safetensors"), probe[r - 1]["end"])
+        assert_state_equal(
+            load_file(tmp_path / f"round_{r - 1:02d}" / "final_weights.safetensors"), probe[r - 1]["end"]
+        )
     assert pruned_sets_overlap(probe[3]["ticket"], imp_run.probe[3]["ticket"]) < 0.99
     assert not probe[3]["ticket"].equals(imp_run.probe[3]["ticket"])
 
@@ -366,8 +421,12 @@ def test_early_bird_stops_by_the_rule_and_prunes_the_weights_it_stopped_at(tmp_p
     manager = run_plain(IMPManager(model, config, tmp_path), model, probe=probe)
     rows = manager.results["rounds"]
     # Checks at steps 2, 4, 6: two distances (< 1.0 always) after the first check -> stop at step 6.
-    assert rows[0]["train_steps"] == 6 and rows[0]["early_bird_stopped"] and rows[0]["early_bird_steps_saved"] == STEPS - 6
-    assert rows[1]["train_steps"] == STEPS and not rows[1]["early_bird_stopped"]  # last round: nothing to prune after it
+    assert (
+        rows[0]["train_steps"] == 6 and rows[0]["early_bird_stopped"] and rows[0]["early_bird_steps_saved"] == STEPS - 6
+    )
+    assert (
+        rows[1]["train_steps"] == STEPS and not rows[1]["early_bird_stopped"]
+    )  # last round: nothing to prune after it
     stopped_at = fresh_model()
     stopped_at.load_state_dict(probe[0]["end"])
     assert probe[1]["ticket"].equals(hf_tickets.prune(stopped_at, 0.1, ticket=probe[0]["ticket"]))
@@ -391,7 +450,9 @@ def test_early_bird_default_threshold_follows_its_rule(tmp_path):
         rnd.finish({"eval_accuracy": accuracy(model)})
     for index, (distances, steps, stopped) in seen.items():
         assert all(0.0 <= d <= 1.0 for _, d in distances)
-        settled = [s for i, (s, _) in enumerate(distances) if i >= 1 and max(d for _, d in distances[i - 1 : i + 1]) < 0.1]
+        settled = [
+            s for i, (s, _) in enumerate(distances) if i >= 1 and max(d for _, d in distances[i - 1 : i + 1]) < 0.1
+        ]
         assert stopped == bool(settled) and steps == (settled[0] if settled else min(40, len(TRAIN) // 4))
     assert seen[2][0] == []  # the last round has no next mask to watch
 
@@ -414,12 +475,27 @@ def compute_accuracy(prediction):
 
 def trainer_for(model, rnd, callbacks=(), **overrides):
     args = dict(
-        output_dir=str(rnd.checkpoint_dir), use_cpu=True, report_to=[], max_steps=6, learning_rate=1e-3,
-        weight_decay=0.1, per_device_train_batch_size=8, logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=str(rnd.checkpoint_dir),
+        use_cpu=True,
+        report_to=[],
+        max_steps=6,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
     args.update(overrides)
-    return Trainer(model=model, args=TrainingArguments(**args), train_dataset=DictData(TRAIN), eval_dataset=DictData(EVAL),
-                   compute_metrics=compute_accuracy, callbacks=list(callbacks))
+    return Trainer(
+        model=model,
+        args=TrainingArguments(**args),
+        train_dataset=DictData(TRAIN),
+        eval_dataset=DictData(EVAL),
+        compute_metrics=compute_accuracy,
+        callbacks=list(callbacks),
+    )
 
 
 def test_trainer_rounds_restart_the_learning_rate_schedule(tmp_path):
@@ -433,7 +509,9 @@ def test_trainer_rounds_restart_the_learning_rate_schedule(tmp_path):
     lrs = [[e["learning_rate"] for e in t.state.log_history if "learning_rate" in e] for t in trainers]
     # Linear decay over each round's 6 steps: the lr logged at step k is 1e-3 * (1 - (k - 1) / 6).
     for before, after in zip(lrs, lrs[1:]):
-        assert before == sorted(before, reverse=True) and before[-1] == pytest.approx(1e-3 / 6)  # decayed within the round
+        assert before == sorted(before, reverse=True) and before[-1] == pytest.approx(
+            1e-3 / 6
+        )  # decayed within the round
         assert after[0] == pytest.approx(1e-3)  # ... and the next round starts again at the peak
     rows = results["rounds"]
     assert [r["sparsity"] for r in rows] == pytest.approx([0.0, 0.1, 0.19], abs=1e-3)
@@ -455,7 +533,8 @@ def test_trainer_must_be_new_each_round_and_save_in_the_round(tmp_path):
         IMPManager(model, IMPConfig(imp_rounds=1), tmp_path / "a").run_with_trainer(same_trainer)
     with pytest.raises(TicketError, match="checkpoint_dir"):
         IMPManager(model, IMPConfig(imp_rounds=1), tmp_path / "b").run_with_trainer(
-            lambda model, rnd: trainer_for(model, rnd, output_dir=str(tmp_path / "elsewhere")))
+            lambda model, rnd: trainer_for(model, rnd, output_dir=str(tmp_path / "elsewhere"))
+        )
 
 
 class Interrupt(Exception):
@@ -488,7 +567,8 @@ def test_trainer_checkpoint_resume_restores_the_mask(tmp_path):
     out = tmp_path / "interrupted"
     with pytest.raises(Interrupt):  # killed in round 1 after checkpoint-4 was written
         IMPManager(fresh_model(), config, out).run_with_trainer(
-            lambda m, r: trainer_for(m, r, [InterruptAt(4)] if r.index == 1 else [], **save))
+            lambda m, r: trainer_for(m, r, [InterruptAt(4)] if r.index == 1 else [], **save)
+        )
     incomplete = out / "round_01" / "checkpoints" / "checkpoint-6"
     incomplete.mkdir()  # a checkpoint the kill cut short: no trainer_state.json, no ticket
     (incomplete / "config.json").write_text("{")
@@ -515,7 +595,17 @@ def test_trainer_checkpoint_resume_restores_the_mask(tmp_path):
 # ------------------------------------------------------- processes, kills
 def script(out, head_seed):
     """The kill script; ``head_seed`` inits the task head (θ0's head comes from the run's first start)."""
-    return [sys.executable, str(TESTS / "imp_kill_script.py"), str(out), "--rounds", "4", "--steps", "60", "--head_seed", str(head_seed)]
+    return [
+        sys.executable,
+        str(TESTS / "imp_kill_script.py"),
+        str(out),
+        "--rounds",
+        "4",
+        "--steps",
+        "60",
+        "--head_seed",
+        str(head_seed),
+    ]
 
 
 def run_until(cmd, ready: Callable, delay: float = 0.0, timeout: float = 60.0) -> int:
@@ -574,10 +664,24 @@ def free_port() -> int:
 def test_two_ranks_ddp_prune_identically_on_every_rank(tmp_path):
     # The paper code pruned `model.module` on one rank only; here every rank must hold the same masks and weights.
     out, probe = tmp_path / "out", tmp_path / "probe"
-    cmd = [VENV_BIN / "torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           TESTS / "imp_kill_script.py", out, "--rounds", "2", "--steps", "10", "--probe", probe]
-    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        VENV_BIN / "torchrun",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        TESTS / "imp_kill_script.py",
+        out,
+        "--rounds",
+        "2",
+        "--steps",
+        "10",
+        "--probe",
+        probe,
+    ]
+    done = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rank0, rank1 = load_file(probe / "rank0.safetensors"), load_file(probe / "rank1.safetensors")
     assert rank0.keys() == rank1.keys()

@@ -141,7 +141,9 @@ def test_masked_token_accuracy_ignores_unmasked_positions():
     labels = np.array([[-100, 5, -100, 7], [3, -100, -100, -100]])
     predictions = np.array([[5, 5, 0, 1], [3, 9, 9, 9]])
     assert masked_token_accuracy(predictions, labels) == pytest.approx(2 / 3)
-    assert mlm_metric_fn(EvalPrediction(predictions=predictions, label_ids=labels)) == {"accuracy": pytest.approx(2 / 3)}
+    assert mlm_metric_fn(EvalPrediction(predictions=predictions, label_ids=labels)) == {
+        "accuracy": pytest.approx(2 / 3)
+    }
     with pytest.raises(ValueError, match="no masked token"):
         masked_token_accuracy(predictions, np.full_like(labels, -100))
 

@@ -9,8 +9,16 @@ from transformers import AutoTokenizer
 from hf_tickets.tasks import shared_data_dir
 from hf_tickets.tasks.mlm import load_text_files, mlm_data_collator, resolve_block_size, tokenize_and_group
 
-LINES = [" = Title = ", " ", " The first paragraph has some words . ", "", " Another line , with more words here . ",
-         " ", " Short . ", " The last line of the tiny corpus . "]
+LINES = [
+    " = Title = ",
+    " ",
+    " The first paragraph has some words . ",
+    "",
+    " Another line , with more words here . ",
+    " ",
+    " Short . ",
+    " The last line of the tiny corpus . ",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +61,9 @@ def test_blocks_are_the_concatenated_token_stream_without_blank_lines(tokenizer)
     assert stream.count(tokenizer.cls_token_id) == 5
     special = list(chain.from_iterable(grouped["special_tokens_mask"]))
     ids = list(chain.from_iterable(grouped["input_ids"]))
-    assert [i for i, flag in enumerate(special) if flag] == [i for i, t in enumerate(ids) if t in tokenizer.all_special_ids]
+    assert [i for i, flag in enumerate(special) if flag] == [
+        i for i, t in enumerate(ids) if t in tokenizer.all_special_ids
+    ]
 
 
 def test_block_size_is_bounded_by_the_model(tokenizer, caplog):
@@ -64,7 +74,9 @@ def test_block_size_is_bounded_by_the_model(tokenizer, caplog):
 
 
 def test_collator_masks_about_15_percent_and_never_special_tokens(tokenizer):
-    raw = DatasetDict(train=Dataset.from_dict({"text": [" ".join(["word"] * 50) + f" number {i} ." for i in range(40)]}))
+    raw = DatasetDict(
+        train=Dataset.from_dict({"text": [" ".join(["word"] * 50) + f" number {i} ." for i in range(40)]})
+    )
     blocks = tokenize_and_group(raw, tokenizer, block_size=64)["train"]
     batch = mlm_data_collator(tokenizer, seed=0)([blocks[i] for i in range(len(blocks))])
     labels, input_ids = batch["labels"], batch["input_ids"]

@@ -17,8 +17,23 @@ import run_glue  # noqa: E402
 import run_mlm  # noqa: E402
 import run_qa  # noqa: E402
 
-COMMON = ["--do_train", "--do_eval", "--use_cpu", "--report_to", "none", "--per_device_train_batch_size", "8",
-          "--max_seq_length", "32", "--save_strategy", "no", "--learning_rate", "5e-3", "--seed", "0"]
+COMMON = [
+    "--do_train",
+    "--do_eval",
+    "--use_cpu",
+    "--report_to",
+    "none",
+    "--per_device_train_batch_size",
+    "8",
+    "--max_seq_length",
+    "32",
+    "--save_strategy",
+    "no",
+    "--learning_rate",
+    "5e-3",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +48,25 @@ def sst2_files(tmp_path_factory):
 
 def test_dense_fine_tune_learns_the_task(tiny_base, sst2_files, tmp_path):
     train, dev = sst2_files
-    metrics = run_glue.main(["--model_name_or_path", tiny_base, "--task_name", "sst2", "--train_file", str(train),
-                             "--validation_file", str(dev), "--output_dir", str(tmp_path), "--max_steps", "30",
-                             "--imp_rounds", "0", *COMMON])
+    metrics = run_glue.main(
+        [
+            "--model_name_or_path",
+            tiny_base,
+            "--task_name",
+            "sst2",
+            "--train_file",
+            str(train),
+            "--validation_file",
+            str(dev),
+            "--output_dir",
+            str(tmp_path),
+            "--max_steps",
+            "30",
+            "--imp_rounds",
+            "0",
+            *COMMON,
+        ]
+    )
     assert metrics["eval_accuracy"] >= 0.9
     assert json.loads((tmp_path / "all_results.json").read_text())["eval_accuracy"] == metrics["eval_accuracy"]
 
@@ -45,9 +76,25 @@ def test_transfer_trains_theta0_under_the_ticket(tiny_base, sst2_files, tmp_path
     ticket.config.provenance = {"task": "mlm"}
     ticket.save_pretrained(tmp_path / "ticket")
     train, dev = sst2_files
-    record = run_glue.main(["--model_name_or_path", tiny_base, "--task_name", "sst2", "--train_file", str(train),
-                            "--validation_file", str(dev), "--output_dir", str(tmp_path / "out"), "--max_steps", "10",
-                            "--ticket", str(tmp_path / "ticket"), *COMMON])
+    record = run_glue.main(
+        [
+            "--model_name_or_path",
+            tiny_base,
+            "--task_name",
+            "sst2",
+            "--train_file",
+            str(train),
+            "--validation_file",
+            str(dev),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_steps",
+            "10",
+            "--ticket",
+            str(tmp_path / "ticket"),
+            *COMMON,
+        ]
+    )
     assert record["ticket_sparsity"] == pytest.approx(0.6, abs=1e-3)
     assert record["metrics"]["sparsity"] == pytest.approx(0.6, abs=1e-3)  # measured on the trained model
     saved = json.loads((tmp_path / "out" / "transfer_results.json").read_text())
@@ -59,17 +106,54 @@ def test_a_ticket_for_another_base_is_refused(tiny_base, sst2_files, tmp_path):
     hf_tickets.prune(BertForMaskedLM.from_pretrained(other), 0.5).save_pretrained(tmp_path / "ticket")
     train, dev = sst2_files
     with pytest.raises(hf_tickets.TicketError, match="fingerprint"):
-        run_glue.main(["--model_name_or_path", tiny_base, "--task_name", "sst2", "--train_file", str(train),
-                       "--validation_file", str(dev), "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
-                       "--ticket", str(tmp_path / "ticket"), *COMMON])
+        run_glue.main(
+            [
+                "--model_name_or_path",
+                tiny_base,
+                "--task_name",
+                "sst2",
+                "--train_file",
+                str(train),
+                "--validation_file",
+                str(dev),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--max_steps",
+                "2",
+                "--ticket",
+                str(tmp_path / "ticket"),
+                *COMMON,
+            ]
+        )
 
 
 def test_run_qa_finds_a_ticket_scored_by_squad_v1_f1(tiny_base, tmp_path):
     squad = shared_data_dir() / "squad" / "xquad.en.json"
-    results = run_qa.main(["--model_name_or_path", tiny_base, "--train_file", str(squad), "--validation_file", str(squad),
-                           "--output_dir", str(tmp_path), "--max_steps", "3", "--max_train_samples", "24",
-                           "--max_eval_samples", "12", "--doc_stride", "16", "--sparsity_schedule", "0.5",
-                           *COMMON, "--max_seq_length", "96"])
+    results = run_qa.main(
+        [
+            "--model_name_or_path",
+            tiny_base,
+            "--train_file",
+            str(squad),
+            "--validation_file",
+            str(squad),
+            "--output_dir",
+            str(tmp_path),
+            "--max_steps",
+            "3",
+            "--max_train_samples",
+            "24",
+            "--max_eval_samples",
+            "12",
+            "--doc_stride",
+            "16",
+            "--sparsity_schedule",
+            "0.5",
+            *COMMON,
+            "--max_seq_length",
+            "96",
+        ]
+    )
     assert results["config"]["matching_metric"] == "eval_f1"
     for row in results["rounds"]:
         assert 0 <= row["eval_exact_match"] <= row["eval_f1"] <= 100
@@ -79,15 +163,46 @@ def test_run_qa_finds_a_ticket_scored_by_squad_v1_f1(tiny_base, tmp_path):
 def test_run_qa_too_small_a_window_is_a_clear_error(tiny_base, tmp_path):
     squad = shared_data_dir() / "squad" / "xquad.en.json"
     with pytest.raises(ValueError, match="doc_stride 16 leaves no room"):
-        run_qa.main(["--model_name_or_path", tiny_base, "--validation_file", str(squad), "--output_dir", str(tmp_path),
-                     "--max_eval_samples", "40", "--doc_stride", "16", *COMMON])
+        run_qa.main(
+            [
+                "--model_name_or_path",
+                tiny_base,
+                "--validation_file",
+                str(squad),
+                "--output_dir",
+                str(tmp_path),
+                "--max_eval_samples",
+                "40",
+                "--doc_stride",
+                "16",
+                *COMMON,
+            ]
+        )
 
 
 def test_mlm_ticket_transfers_to_glue_and_squad(tiny_base, sst2_files, tmp_path):
     text = shared_data_dir() / "wikitext-2" / "wiki.valid.raw"
-    results = run_mlm.main(["--model_name_or_path", tiny_base, "--train_file", str(text), "--validation_file", str(text),
-                            "--output_dir", str(tmp_path / "mlm"), "--max_steps", "3", "--max_train_samples", "48",
-                            "--max_eval_samples", "16", "--sparsity_schedule", "0.4", *COMMON])
+    results = run_mlm.main(
+        [
+            "--model_name_or_path",
+            tiny_base,
+            "--train_file",
+            str(text),
+            "--validation_file",
+            str(text),
+            "--output_dir",
+            str(tmp_path / "mlm"),
+            "--max_steps",
+            "3",
+            "--max_train_samples",
+            "48",
+            "--max_eval_samples",
+            "16",
+            "--sparsity_schedule",
+            "0.4",
+            *COMMON,
+        ]
+    )
     for row in results["rounds"]:
         assert row["eval_perplexity"] == pytest.approx(torch.tensor(row["eval_loss"]).exp().item(), rel=1e-4)
         assert 0 <= row["eval_accuracy"] <= 1
@@ -95,22 +210,69 @@ def test_mlm_ticket_transfers_to_glue_and_squad(tiny_base, sst2_files, tmp_path)
     assert results["config"]["matching_metric"] == "eval_accuracy"
     mlm_ticket = str(tmp_path / "mlm" / "ticket")
     train, dev = sst2_files
-    glue = run_glue.main(["--model_name_or_path", tiny_base, "--task_name", "sst2", "--train_file", str(train),
-                          "--validation_file", str(dev), "--output_dir", str(tmp_path / "glue"), "--max_steps", "3",
-                          "--ticket", mlm_ticket, *COMMON])
+    glue = run_glue.main(
+        [
+            "--model_name_or_path",
+            tiny_base,
+            "--task_name",
+            "sst2",
+            "--train_file",
+            str(train),
+            "--validation_file",
+            str(dev),
+            "--output_dir",
+            str(tmp_path / "glue"),
+            "--max_steps",
+            "3",
+            "--ticket",
+            mlm_ticket,
+            *COMMON,
+        ]
+    )
     assert glue["ticket_provenance"]["task"] == "mlm" and glue["metrics"]["sparsity"] == pytest.approx(0.4, abs=1e-3)
     squad = shared_data_dir() / "squad" / "xquad.en.json"
-    qa = run_qa.main(["--model_name_or_path", tiny_base, "--train_file", str(squad), "--validation_file", str(squad),
-                      "--output_dir", str(tmp_path / "qa"), "--max_steps", "2", "--max_train_samples", "16",
-                      "--max_eval_samples", "8", "--doc_stride", "16", "--ticket", mlm_ticket, *COMMON, "--max_seq_length", "96"])
+    qa = run_qa.main(
+        [
+            "--model_name_or_path",
+            tiny_base,
+            "--train_file",
+            str(squad),
+            "--validation_file",
+            str(squad),
+            "--output_dir",
+            str(tmp_path / "qa"),
+            "--max_steps",
+            "2",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--doc_stride",
+            "16",
+            "--ticket",
+            mlm_ticket,
+            *COMMON,
+            "--max_seq_length",
+            "96",
+        ]
+    )
     assert "eval_f1" in qa["metrics"]
 
 
 def test_json_config_files_work_like_the_stock_scripts(tiny_base, sst2_files, tmp_path):
     train, dev = sst2_files
-    config = {"model_name_or_path": tiny_base, "task_name": "sst2", "train_file": str(train), "validation_file": str(dev),
-              "output_dir": str(tmp_path), "do_eval": True, "use_cpu": True, "report_to": "none", "max_seq_length": 32,
-              "imp_rounds": 0}
+    config = {
+        "model_name_or_path": tiny_base,
+        "task_name": "sst2",
+        "train_file": str(train),
+        "validation_file": str(dev),
+        "output_dir": str(tmp_path),
+        "do_eval": True,
+        "use_cpu": True,
+        "report_to": "none",
+        "max_seq_length": 32,
+        "imp_rounds": 0,
+    }
     (tmp_path / "args.json").write_text(json.dumps(config))
     metrics = run_glue.main([str(tmp_path / "args.json")])
     assert "eval_accuracy" in metrics and "train_steps" not in metrics
@@ -120,14 +282,42 @@ def test_bad_data_file_is_a_clear_error(tiny_base, tmp_path):
     bad = tmp_path / "train.tsv"
     bad.write_text("sentence\tlabel\ngood\tmaybe\n")
     with pytest.raises(ValueError, match="maybe"):
-        run_glue.main(["--model_name_or_path", tiny_base, "--task_name", "sst2", "--train_file", str(bad),
-                       "--validation_file", str(bad), "--output_dir", str(tmp_path / "out"), *COMMON])
+        run_glue.main(
+            [
+                "--model_name_or_path",
+                tiny_base,
+                "--task_name",
+                "sst2",
+                "--train_file",
+                str(bad),
+                "--validation_file",
+                str(bad),
+                "--output_dir",
+                str(tmp_path / "out"),
+                *COMMON,
+            ]
+        )
 
 
 def test_imp_search_writes_rounds_results_and_the_found_ticket(tiny_base, sst2_files, tmp_path):
     train, dev = sst2_files
-    args = ["--model_name_or_path", tiny_base, "--task_name", "sst2", "--train_file", str(train), "--validation_file", str(dev),
-            "--output_dir", str(tmp_path), "--max_steps", "10", "--sparsity_schedule", "0.3,0.6", *COMMON]
+    args = [
+        "--model_name_or_path",
+        tiny_base,
+        "--task_name",
+        "sst2",
+        "--train_file",
+        str(train),
+        "--validation_file",
+        str(dev),
+        "--output_dir",
+        str(tmp_path),
+        "--max_steps",
+        "10",
+        "--sparsity_schedule",
+        "0.3,0.6",
+        *COMMON,
+    ]
     results = run_glue.main(args)
     assert [r["round"] for r in results["rounds"]] == [0, 1, 2]
     assert [round(r["sparsity"], 3) for r in results["rounds"]] == [0.0, 0.3, 0.6]
@@ -148,9 +338,27 @@ def test_imp_search_writes_rounds_results_and_the_found_ticket(tiny_base, sst2_f
 
 def test_random_pruning_baseline_through_the_recipe(tiny_base, sst2_files, tmp_path):
     train, dev = sst2_files
-    results = run_glue.main(["--model_name_or_path", tiny_base, "--task_name", "sst2", "--train_file", str(train),
-                             "--validation_file", str(dev), "--output_dir", str(tmp_path), "--max_steps", "4",
-                             "--sparsity_schedule", "0.5", "--baseline", "random_pruning", *COMMON])
+    results = run_glue.main(
+        [
+            "--model_name_or_path",
+            tiny_base,
+            "--task_name",
+            "sst2",
+            "--train_file",
+            str(train),
+            "--validation_file",
+            str(dev),
+            "--output_dir",
+            str(tmp_path),
+            "--max_steps",
+            "4",
+            "--sparsity_schedule",
+            "0.5",
+            "--baseline",
+            "random_pruning",
+            *COMMON,
+        ]
+    )
     assert results["rounds"][1]["baseline"] == "random_pruning"
     imp_like = hf_tickets.prune(BertForMaskedLM.from_pretrained(tiny_base), 0.5)
     assert not hf_tickets.Ticket.from_pretrained(tmp_path / "round_01" / "ticket").equals(imp_like)

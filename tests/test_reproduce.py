@@ -13,8 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import reproduce  # noqa: E402
 import reproduce_report  # noqa: E402
 
-SETTINGS = dataclasses.replace(reproduce.SMOKE, name="synthetic", tasks=["cola", "mrpc"], seeds=[42, 43, 44],
-                               sparsity_schedule="0.2,0.5,0.7,0.9")
+SETTINGS = dataclasses.replace(
+    reproduce.SMOKE, name="synthetic", tasks=["cola", "mrpc"], seeds=[42, 43, 44], sparsity_schedule="0.2,0.5,0.7,0.9"
+)
 SPARSITIES = [0.2, 0.5, 0.7, 0.9]
 DRIFT = 2e-8  # pruning reaches the scheduled sparsity only up to float error, e.g. 0.9000000188
 METRIC = {"cola": "eval_matthews_correlation", "mrpc": "eval_accuracy", "mlm": "eval_accuracy"}
@@ -24,10 +25,18 @@ FULL = {"cola": {42: 0.40, 43: 0.50, 44: 0.60}, "mrpc": {42: 0.70, 43: 0.74, 44:
 # Pruned rounds' scores (sparsity 0.2, 0.5, 0.7, 0.9). CoLA's IMP curve leaves the band at 50% and comes back at 70%;
 # MRPC's IMP never reaches its band (its transfers fall back to the paper's 50%); MLM has one seed (1% band).
 CURVES = {
-    "cola": {"imp": [0.45, 0.30, 0.42, 0.10], "random_pruning": [0.50, 0.20, 0.10, 0.20],
-             "standard_pruning": [0.55, 0.50, 0.45, 0.30], "early_bird": [0.44, 0.41, 0.20, 0.10]},
-    "mrpc": {"imp": [0.66, 0.65, 0.62, 0.55], "random_pruning": [0.60, 0.66, 0.50, 0.56],
-             "standard_pruning": [0.71, 0.70, 0.69, 0.60], "early_bird": [0.71, 0.60, 0.60, 0.50]},
+    "cola": {
+        "imp": [0.45, 0.30, 0.42, 0.10],
+        "random_pruning": [0.50, 0.20, 0.10, 0.20],
+        "standard_pruning": [0.55, 0.50, 0.45, 0.30],
+        "early_bird": [0.44, 0.41, 0.20, 0.10],
+    },
+    "mrpc": {
+        "imp": [0.66, 0.65, 0.62, 0.55],
+        "random_pruning": [0.60, 0.66, 0.50, 0.56],
+        "standard_pruning": [0.71, 0.70, 0.69, 0.60],
+        "early_bird": [0.71, 0.60, 0.60, 0.50],
+    },
     "mlm": {"imp": [0.499, 0.49, 0.30, 0.10]},
 }
 IMP_STEPS, EB_STEPS = [100, 100, 100, 100, 100], [100, 60, 55, 50, 40]
@@ -71,9 +80,18 @@ def search_record(task, kind, n_rounds=5):
     metric, round0 = METRIC[task], FULL[task][42]
     scores = [0.0 if kind == "random_pruning" else round0, *CURVES[task][kind]]  # random's round 0: 1-step stand-in
     steps = EB_STEPS if kind == "early_bird" else IMP_STEPS
-    rounds = [{"round": i, "sparsity": s + (DRIFT if s else 0.0), "baseline": None, metric: v, "train_steps": steps[i],
-               "train_time_s": steps[i] / 10, "ticket": f"round_{i:02d}/ticket"}
-              for i, (s, v) in enumerate(zip([0.0, *SPARSITIES], scores))]
+    rounds = [
+        {
+            "round": i,
+            "sparsity": s + (DRIFT if s else 0.0),
+            "baseline": None,
+            metric: v,
+            "train_steps": steps[i],
+            "train_time_s": steps[i] / 10,
+            "ticket": f"round_{i:02d}/ticket",
+        }
+        for i, (s, v) in enumerate(zip([0.0, *SPARSITIES], scores))
+    ]
     return {"rounds": rounds[:n_rounds]}
 
 
@@ -81,17 +99,23 @@ def build_runs(results_dir):
     runs = results_dir / "runs"
     for task in SETTINGS.tasks:
         for seed in SETTINGS.seeds[1:]:
-            write_json(runs / task / f"dense_seed{seed}" / "all_results.json", {METRIC[task]: FULL[task][seed], "seed": seed})
+            write_json(
+                runs / task / f"dense_seed{seed}" / "all_results.json", {METRIC[task]: FULL[task][seed], "seed": seed}
+            )
         for kind in reproduce_report.SEARCH_KINDS:
             write_json(runs / task / kind / "results.json", search_record(task, kind))
         for sparsity, score in EB_RETRAINED[task].items():
-            write_json(runs / task / "early_bird_retrain" / f"{100 * sparsity:.0f}" / "transfer_results.json",
-                       {"task": task, "main_metric": METRIC[task], "metrics": {METRIC[task]: score}})
+            write_json(
+                runs / task / "early_bird_retrain" / f"{100 * sparsity:.0f}" / "transfer_results.json",
+                {"task": task, "main_metric": METRIC[task], "metrics": {METRIC[task]: score}},
+            )
     write_json(runs / "mlm" / "imp" / "results.json", search_record("mlm", "imp"))
     for (source, target), score in TRANSFERS.items():
         folder = f"{source}@{round(100 * source_sparsity(source))}__{target}"
-        write_json(runs / "transfer" / folder / "transfer_results.json",
-                   {"task": target, "main_metric": METRIC[target], "metrics": {METRIC[target]: score}})
+        write_json(
+            runs / "transfer" / folder / "transfer_results.json",
+            {"task": target, "main_metric": METRIC[target], "metrics": {METRIC[target]: score}},
+        )
     return runs
 
 
@@ -143,9 +167,11 @@ def test_complete_report(tmp_path):
         got = summary["tasks"][task]["imp_matching"]["sparsity"]
         assert got is None if expected is None else got == pytest.approx(expected)
     i_cola = SPARSITIES.index(expected_matching("cola"))
-    for label, kind in (("IMP ticket, rewind to θ0, at that sparsity", "imp"),
-                        ("random pruning at that sparsity", "random_pruning"),
-                        ("standard pruning at that sparsity", "standard_pruning")):
+    for label, kind in (
+        ("IMP ticket, rewind to θ0, at that sparsity", "imp"),
+        ("random pruning at that sparsity", "random_pruning"),
+        ("standard pruning at that sparsity", "standard_pruning"),
+    ):
         assert row(table2, label)[0] == f"{CURVES['cola'][kind][i_cola]:.3f}"
         assert row(table2, label)[1] == "—"  # MRPC has no matching ticket
 
@@ -196,9 +222,11 @@ def test_complete_report(tmp_path):
     cola_rows = table2.split("### CoLA")[1].split("###")[0]
     assert [row(cola_rows, p)[-1] for p in ("20%", "50%", "70%", "90%")] == ["—", "0.350", "0.450", "0.100"]
     saved = 100 * (sum(IMP_STEPS) - sum(EB_STEPS)) / sum(IMP_STEPS)
-    assert (f"CoLA early bird: {saved:.0f}% fewer training steps than IMP; its ticket at IMP's matching sparsity (70%), "
-            f"trained fully, scores 0.450 (IMP's 0.420): matching too; highest matching early-bird sparsity of those "
-            f"trained fully (50%, 70%, 90%): 70%.") in findings
+    assert (
+        f"CoLA early bird: {saved:.0f}% fewer training steps than IMP; its ticket at IMP's matching sparsity (70%), "
+        f"trained fully, scores 0.450 (IMP's 0.420): matching too; highest matching early-bird sparsity of those "
+        f"trained fully (50%, 70%, 90%): 70%."
+    ) in findings
 
 
 def test_partial_report_banner_and_progress(tmp_path):
@@ -220,8 +248,15 @@ def test_partial_report_banner_and_progress(tmp_path):
     assert missing == {"mrpc/early_bird", "transfer/cola->mrpc"}
     # a partial early-bird run is compared on the rounds it finished, not counted as a saving
     imp, eb = sum(IMP_STEPS[:3]), sum(EB_STEPS[:3])
-    assert row((tmp_path / "early_bird.md").read_text(), "MRPC")[:3] == [str(imp), str(eb), f"{imp - eb} ({100 * (imp - eb) / imp:.0f}%)"]
-    assert row((tmp_path / "transfer.md").read_text(), f"CoLA ticket @ {100 * source_sparsity('cola'):.0f}%")[1] == "missing"
+    assert row((tmp_path / "early_bird.md").read_text(), "MRPC")[:3] == [
+        str(imp),
+        str(eb),
+        f"{imp - eb} ({100 * (imp - eb) / imp:.0f}%)",
+    ]
+    assert (
+        row((tmp_path / "transfer.md").read_text(), f"CoLA ticket @ {100 * source_sparsity('cola'):.0f}%")[1]
+        == "missing"
+    )
 
 
 def test_search_complete_only_with_every_round(tmp_path):
@@ -246,6 +281,7 @@ def test_plan_skips_finished_runs_and_redoes_only_missing_ones(tmp_path, monkeyp
 
     def trains(*args, **kwargs):
         raise Trains
+
     monkeypatch.setattr(repro, "task", trains)
     monkeypatch.setattr(Ticket, "from_pretrained", trains)
 
@@ -268,8 +304,13 @@ def test_plan_skips_finished_runs_and_redoes_only_missing_ones(tmp_path, monkeyp
     (runs / "mrpc" / "dense_seed43" / "all_results.json").unlink()
     (runs / "transfer" / f"mlm@{round(100 * source_sparsity('mlm'))}__mrpc" / "transfer_results.json").unlink()
     (runs / "mrpc" / "early_bird_retrain" / "50" / "transfer_results.json").unlink()
-    assert steps_that_train() == ["cola imp", "mrpc dense seed 43", "mrpc random_pruning", "transfer mlm -> mrpc",
-                                  "mrpc early-bird retrain"]
+    assert steps_that_train() == [
+        "cola imp",
+        "mrpc dense seed 43",
+        "mrpc random_pruning",
+        "transfer mlm -> mrpc",
+        "mrpc early-bird retrain",
+    ]
 
 
 def test_full_mode_budget_under_three_hours():
@@ -338,12 +379,20 @@ def test_eval_labels_give_the_constant_prediction_row_and_a_caution_near_it(tmp_
     reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
     cells = row((tmp_path / "table2.md").read_text(), "constant prediction (majority label; chance)")
     assert cells[:2] == ["0", "0.750"]  # CoLA's MCC is 0 at chance; MRPC's majority label is 3 of 4
-    assert ("MRPC: caution, the full model (0.720) is below always predicting the majority label (0.750)"
-            in (tmp_path / "findings.md").read_text())
+    assert (
+        "MRPC: caution, the full model (0.720) is below always predicting the majority label (0.750)"
+        in (tmp_path / "findings.md").read_text()
+    )
 
-    for labels, caution in (([1] * 71 + [0] * 29, "barely above always predicting the majority label (0.710)"),
-                            ([1, 0], None)):
+    for labels, caution in (
+        ([1] * 71 + [0] * 29, "barely above always predicting the majority label (0.710)"),
+        ([1, 0], None),
+    ):
         reproduce.write_eval_labels(runs / "mrpc" / "eval_labels.json", datasets.Dataset.from_dict({"label": labels}))
         reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
         findings = (tmp_path / "findings.md").read_text()
-        assert (f"MRPC: caution, the full model (0.720) is {caution}" in findings) if caution else "MRPC: caution" not in findings
+        assert (
+            (f"MRPC: caution, the full model (0.720) is {caution}" in findings)
+            if caution
+            else "MRPC: caution" not in findings
+        )

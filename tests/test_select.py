@@ -32,8 +32,10 @@ tensor_sizes = st.lists(st.integers(1, 60), min_size=1, max_size=4)
 @given(sizes=tensor_sizes, data=st.data(), integer_values=st.booleans())
 def test_exactly_k_lowest_with_ties_broken_by_position(sizes, data, integer_values):
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
-    make = (lambda n: torch.randint(-3, 4, (n,), generator=g).float()) if integer_values else (
-        lambda n: torch.randn(n, generator=g)
+    make = (
+        (lambda n: torch.randint(-3, 4, (n,), generator=g).float())
+        if integer_values
+        else (lambda n: torch.randn(n, generator=g))
     )
     tensors = {f"t{i}": make(n) for i, n in enumerate(sizes)}
     k = data.draw(st.integers(0, sum(sizes)))
@@ -85,8 +87,6 @@ def test_a_layout_that_fools_the_strided_sample_still_gives_the_exact_answer():
     for k in (n // 2, n - int(sampled.sum()) + 3):
         masks = prune_lowest({"w": weight}, k)
         assert torch.equal(flatten(masks, {"w": weight}), brute_force({"w": weight}, k))
-
-
 
 
 def test_threaded_pass_gives_the_same_masks_as_one_thread():

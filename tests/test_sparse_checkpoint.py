@@ -35,7 +35,11 @@ def sha256(path) -> str:
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    )
 
 
 @pytest.fixture
@@ -57,7 +61,10 @@ def test_dense_checkpoint_is_a_plain_transformers_checkpoint(pruned):
         assert torch.equal(weight, model.base_model.get_parameter(name))
     # Any head loads it: the encoder is shared.
     bare = AutoModel.from_pretrained(directory)
-    assert torch.all(bare.get_parameter("encoder.layer.0.output.dense.weight")[~ticket.masks["encoder.layer.0.output.dense.weight"]] == 0)
+    assert torch.all(
+        bare.get_parameter("encoder.layer.0.output.dense.weight")[~ticket.masks["encoder.layer.0.output.dense.weight"]]
+        == 0
+    )
 
 
 def test_compact_round_trip_restores_the_dense_file_byte_for_byte(pruned, tmp_path):
@@ -85,7 +92,9 @@ def test_compact_form_of_pruned_tensors_is_values_plus_one_bit(pruned, tmp_path)
         compact_bytes += (compact[key + VALUES_SUFFIX].numel() * 4) + compact[key + MASK_SUFFIX].numel()
     assert compact_bytes <= 0.36 * dense_bytes
     # Unpruned tensors (embeddings, LayerNorms) are stored exactly as they were.
-    assert torch.equal(compact["bert.embeddings.word_embeddings.weight"], dense["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(
+        compact["bert.embeddings.word_embeddings.weight"], dense["bert.embeddings.word_embeddings.weight"]
+    )
     assert (tmp_path / COMPACT_FILE).stat().st_size < (directory / DENSE_FILE).stat().st_size
 
 

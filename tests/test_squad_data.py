@@ -30,11 +30,30 @@ MAX_LEN, STRIDE = 32, 8
 
 def squad_document(answer_start=None):
     start = CONTEXT.index(ANSWER) if answer_start is None else answer_start
-    return {"version": "1.1", "data": [{"title": "Tower", "paragraphs": [{"context": CONTEXT, "qas": [
-        {"id": "q1", "question": QUESTION, "answers": [{"text": ANSWER, "answer_start": start}]},
-        {"id": "q2", "question": "When did work begin?", "answers": [{"text": "spring", "answer_start": CONTEXT.index("spring")},
-                                                                       {"text": "in spring", "answer_start": CONTEXT.index("in spring")}]},
-    ]}]}]}
+    return {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "Tower",
+                "paragraphs": [
+                    {
+                        "context": CONTEXT,
+                        "qas": [
+                            {"id": "q1", "question": QUESTION, "answers": [{"text": ANSWER, "answer_start": start}]},
+                            {
+                                "id": "q2",
+                                "question": "When did work begin?",
+                                "answers": [
+                                    {"text": "spring", "answer_start": CONTEXT.index("spring")},
+                                    {"text": "in spring", "answer_start": CONTEXT.index("in spring")},
+                                ],
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +72,10 @@ def test_json_is_flattened_into_squad_columns(examples):
     assert examples.features == SQUAD_FEATURES
     assert examples["id"] == ["q1", "q2"]
     assert examples[0]["title"] == "Tower" and examples[0]["context"] == CONTEXT
-    assert examples[1]["answers"] == {"text": ["spring", "in spring"],
-                                      "answer_start": [CONTEXT.index("spring"), CONTEXT.index("in spring")]}
+    assert examples[1]["answers"] == {
+        "text": ["spring", "in spring"],
+        "answer_start": [CONTEXT.index("spring"), CONTEXT.index("in spring")],
+    }
     assert squad_references(examples) == {"q1": [ANSWER], "q2": ["spring", "in spring"]}
 
 
@@ -63,10 +84,30 @@ def test_json_is_flattened_into_squad_columns(examples):
     [
         ("{not json", "not a SQuAD JSON file"),
         (json.dumps({"version": "1.1"}), "missing key 'data'"),
-        (json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "c"}]}]}), r"data\[0\]\.paragraphs\[0\]: missing key 'qas'"),
-        (json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": [
-            {"id": "a", "question": "q", "answers": [{"text": "c", "answer_start": "0"}]}]}]}]}),
-         r"qas\[0\]\.answers\[0\]: 'answer_start' should be int, got str"),
+        (
+            json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "c"}]}]}),
+            r"data\[0\]\.paragraphs\[0\]: missing key 'qas'",
+        ),
+        (
+            json.dumps(
+                {
+                    "data": [
+                        {
+                            "title": "T",
+                            "paragraphs": [
+                                {
+                                    "context": "c",
+                                    "qas": [
+                                        {"id": "a", "question": "q", "answers": [{"text": "c", "answer_start": "0"}]}
+                                    ],
+                                }
+                            ],
+                        }
+                    ]
+                }
+            ),
+            r"qas\[0\]\.answers\[0\]: 'answer_start' should be int, got str",
+        ),
         (json.dumps({"data": []}), "no question"),
     ],
 )
@@ -96,7 +137,7 @@ def test_train_windows_label_the_answer_or_cls(examples, tokenizer):
     labelled = [f for f in features if f["start_positions"] != 0]
     assert labelled, "some window must contain the whole answer"
     for feature in labelled:
-        span = feature["input_ids"][feature["start_positions"]: feature["end_positions"] + 1]
+        span = feature["input_ids"][feature["start_positions"] : feature["end_positions"] + 1]
         assert tokenizer.decode(span) == ANSWER.lower()
     # the first window ends before the answer: it points at CLS
     assert features[0]["start_positions"] == features[0]["end_positions"] == 0
@@ -127,9 +168,13 @@ def test_answer_is_recovered_from_constructed_logits(examples, tokenizer):
             # a span longer than max_answer_length scores higher but must be rejected
             start_logits[i, context_tokens[0]] = end_logits[i, context_tokens[-1]] = 50.0
     assert windows_with_answer >= 1
-    assert any(f["example_id"] == "q1" and answer_token_span(f, answer_start, answer_start + len(ANSWER)) is None
-               for f in features), "some window must cut the answer's context away"
-    predictions = postprocess_qa_predictions(examples, features, start_logits, end_logits, n_best_size=5, max_answer_length=4)
+    assert any(
+        f["example_id"] == "q1" and answer_token_span(f, answer_start, answer_start + len(ANSWER)) is None
+        for f in features
+    ), "some window must cut the answer's context away"
+    predictions = postprocess_qa_predictions(
+        examples, features, start_logits, end_logits, n_best_size=5, max_answer_length=4
+    )
     assert predictions["q1"] == ANSWER
     assert len(predictions["q2"].split()) <= 4
     long_answers = postprocess_qa_predictions(examples, features, start_logits, end_logits, max_answer_length=MAX_LEN)
@@ -160,7 +205,10 @@ def test_slow_tokenizer_is_refused(examples):
 def test_real_xquad_file_round_trips_through_features(tokenizer):
     examples = read_squad_json(shared_data_dir() / "squad" / "xquad.en.json")
     assert len(examples) == 1190 and len(set(examples["title"])) == 48
-    assert all(context[a["answer_start"][0]:].startswith(a["text"][0]) for context, a in zip(examples["context"], examples["answers"]))
+    assert all(
+        context[a["answer_start"][0] :].startswith(a["text"][0])
+        for context, a in zip(examples["context"], examples["answers"])
+    )
     subset = examples.select(range(60))
     train = build_features(subset, tokenizer, train=True, max_seq_length=128, doc_stride=32)
     validation = build_features(subset, tokenizer, train=False, max_seq_length=128, doc_stride=32)
@@ -176,7 +224,15 @@ def test_real_xquad_file_round_trips_through_features(tokenizer):
 
 
 def test_examples_without_answers_train_on_cls(tokenizer):
-    examples = Dataset.from_dict({"id": ["x"], "title": ["t"], "context": ["Some context."], "question": ["Q?"],
-                                  "answers": [{"text": [], "answer_start": []}]}, features=SQUAD_FEATURES)
+    examples = Dataset.from_dict(
+        {
+            "id": ["x"],
+            "title": ["t"],
+            "context": ["Some context."],
+            "question": ["Q?"],
+            "answers": [{"text": [], "answer_start": []}],
+        },
+        features=SQUAD_FEATURES,
+    )
     features = build_features(examples, tokenizer, train=True, max_seq_length=16, doc_stride=4)
     assert features["start_positions"] == [0] and features["end_positions"] == [0]

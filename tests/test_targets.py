@@ -25,8 +25,12 @@ def test_bert_base_shape_has_72_encoder_matrices():
     assert all(n.startswith("encoder.layer.") and n.endswith(".weight") for n in names)
     kinds = {n.split(".", 3)[3] for n in names}
     assert kinds == {
-        "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
-        "attention.output.dense.weight", "intermediate.dense.weight", "output.dense.weight",
+        "attention.self.query.weight",
+        "attention.self.key.weight",
+        "attention.self.value.weight",
+        "attention.output.dense.weight",
+        "intermediate.dense.weight",
+        "output.dense.weight",
     }
 
 
@@ -62,7 +66,8 @@ def test_regex_and_suffix_lists_like_peft_target_modules():
         f"encoder.layer.{i}.attention.self.{k}.weight" for i in range(2) for k in ("query", "value")
     ]
     assert resolve_targets(model, r".*\.intermediate\.dense") == [
-        "encoder.layer.0.intermediate.dense.weight", "encoder.layer.1.intermediate.dense.weight"
+        "encoder.layer.0.intermediate.dense.weight",
+        "encoder.layer.1.intermediate.dense.weight",
     ]
 
 

@@ -164,7 +164,9 @@ def test_other_size_names_the_first_mismatching_tensor():
 def test_other_architecture_names_the_missing_tensor():
     ticket = prune(tiny_model(BertModel), 0.5)
     distil = DistilBertModel(DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=2, hidden_dim=64))
-    with pytest.raises(TicketError, match=r"DistilBertModel has no tensor 'encoder\.layer\.0\.attention\.self\.query\.weight'"):
+    with pytest.raises(
+        TicketError, match=r"DistilBertModel has no tensor 'encoder\.layer\.0\.attention\.self\.query\.weight'"
+    ):
         ticket.apply(distil)
 
 

@@ -70,17 +70,23 @@ def overlap(a: Ticket, b: Ticket, name_a: str = "A", name_b: str = "B") -> Overl
 def overlap_table(tickets: dict[str, Ticket]) -> str:
     """A markdown report: pairwise overall Jaccard (with the random-mask expectation), then per layer."""
     pairs = [overlap(tickets[x], tickets[y], x, y) for x, y in itertools.combinations(tickets, 2)]
-    lines = ["| ticket A | ticket B | sparsity A | sparsity B | Jaccard (pruned) | random masks | agreement |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| ticket A | ticket B | sparsity A | sparsity B | Jaccard (pruned) | random masks | agreement |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for p in pairs:
         sa, sb = tickets[p.first].sparsity, tickets[p.second].sparsity
         lines.append(
-            f"| {p.first} | {p.second} | {sa:.3f} | {sb:.3f} | {p.jaccard:.3f} | {random_jaccard(sa, sb):.3f} | {p.agreement:.3f} |"
+            f"| {p.first} | {p.second} | {sa:.3f} | {sb:.3f} | {p.jaccard:.3f} | {random_jaccard(sa, sb):.3f} | "
+            f"{p.agreement:.3f} |"
         )
     if pairs:
         layers = list(pairs[0].per_layer)
-        lines += ["", "| layer | " + " | ".join(f"{p.first} vs {p.second}" for p in pairs) + " |",
-                  "|---|" + "---:|" * len(pairs)]
+        lines += [
+            "",
+            "| layer | " + " | ".join(f"{p.first} vs {p.second}" for p in pairs) + " |",
+            "|---|" + "---:|" * len(pairs),
+        ]
         lines += [f"| {layer} | " + " | ".join(f"{p.per_layer[layer]:.3f}" for p in pairs) + " |" for layer in layers]
     return "\n".join(lines)
 

@@ -60,40 +60,72 @@ def run_demo(args: argparse.Namespace) -> dict:
     output_dir = Path(args.output_dir)
     model_args = ModelArguments(model_name_or_path=minilm_path())
     tokenizer = load_tokenizer(model_args)
-    data_args = SimpleNamespace(max_train_samples=args.train_samples, max_eval_samples=args.eval_samples,
-                                max_seq_length=args.max_seq_length, pad_to_max_length=False)
+    data_args = SimpleNamespace(
+        max_train_samples=args.train_samples,
+        max_eval_samples=args.eval_samples,
+        max_seq_length=args.max_seq_length,
+        pad_to_max_length=False,
+    )
     task = prepare_movie_reviews(data_args, tokenizer, seed=args.seed)
-    print(f"MiniLM on {len(task.train_dataset)} train / {len(task.eval_datasets['eval'])} validation movie-review "
-          f"sentences, sparsity schedule {args.sparsity_schedule}, output in {output_dir}/", flush=True)
+    print(
+        f"MiniLM on {len(task.train_dataset)} train / {len(task.eval_datasets['eval'])} validation movie-review "
+        f"sentences, sparsity schedule {args.sparsity_schedule}, output in {output_dir}/",
+        flush=True,
+    )
 
     runs = {}
     for name, baseline in (("imp", "none"), ("random_pruning", "random_pruning")):
         training_args = TrainingArguments(
-            output_dir=str(output_dir / name), use_cpu=True, do_train=True, do_eval=True, seed=args.seed,
-            num_train_epochs=args.epochs, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-            learning_rate=args.learning_rate, warmup_steps=0.1, weight_decay=0.01, save_strategy="no",
-            logging_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+            output_dir=str(output_dir / name),
+            use_cpu=True,
+            do_train=True,
+            do_eval=True,
+            seed=args.seed,
+            num_train_epochs=args.epochs,
+            per_device_train_batch_size=32,
+            per_device_eval_batch_size=64,
+            learning_rate=args.learning_rate,
+            warmup_steps=0.1,
+            weight_decay=0.01,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
         )
         ticket_args = TicketArguments(sparsity_schedule=args.sparsity_schedule, baseline=baseline, imp_seed=args.seed)
         print(f"\n== {'IMP (rewind to θ0)' if baseline == 'none' else 'random pruning baseline'} ==", flush=True)
         # Random pruning's round 0 would repeat IMP's dense fine-tune: one step stands in for it.
-        runs[name] = run_imp_search(model_args, task, training_args, ticket_args, tokenizer,
-                                    dense_round_steps=1 if baseline == "random_pruning" else None)
+        runs[name] = run_imp_search(
+            model_args,
+            task,
+            training_args,
+            ticket_args,
+            tokenizer,
+            dense_round_steps=1 if baseline == "random_pruning" else None,
+        )
 
     metric = task.main_metric
     print("\n" + comparison_table(runs["imp"]["rounds"], runs["random_pruning"]["rounds"], metric))
     matching = runs["imp"].get("matching") or {}
     if matching.get("round"):
-        print(f"\nMatching ticket: round {matching['round']}, sparsity {matching['sparsity']:.3f} "
-              f"({metric} {matching['score']:.4f} vs full model {matching['full_score']:.4f}, tolerance {matching['tolerance']:.4f})")
+        print(
+            f"\nMatching ticket: round {matching['round']}, sparsity {matching['sparsity']:.3f} "
+            f"({metric} {matching['score']:.4f} vs full model {matching['full_score']:.4f}, tolerance "
+            f"{matching['tolerance']:.4f})"
+        )
     else:
         print("\nNo pruned round stayed within the matching tolerance of the full model on this short run.")
-    print(f"Ticket, model card and plot: {output_dir / 'imp' / 'ticket'}/   ({time.perf_counter() - start:.0f} s in all)")
+    print(
+        f"Ticket, model card and plot: {output_dir / 'imp' / 'ticket'}/   ({time.perf_counter() - start:.0f} s in all)"
+    )
     return runs
 
 
 def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="a real IMP ticket search on the packaged MiniLM, offline (~10 min on 2 CPUs)")
+    parser = subparsers.add_parser(
+        "demo", help="a real IMP ticket search on the packaged MiniLM, offline (~10 min on 2 CPUs)"
+    )
     parser.add_argument("--output_dir", default="hf_tickets_output/demo")
     parser.add_argument("--sparsity_schedule", default=DEFAULT_SCHEDULE)
     parser.add_argument("--train_samples", type=int, default=1000)

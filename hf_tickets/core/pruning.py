@@ -56,7 +56,9 @@ def prune(
     masks = masks_from_main(lambda: strategy_fn(weights, keep, sparsity, **strategy_options))
     # Scores belong to the ticket they were measured on, not to the sparser one made from it.
     provenance = {k: v for k, v in ticket.config.provenance.items() if k != "metrics"} if ticket is not None else {}
-    config = TicketConfig(targets=targets if isinstance(targets, str) else list(targets), strategy=strategy, provenance=provenance)
+    config = TicketConfig(
+        targets=targets if isinstance(targets, str) else list(targets), strategy=strategy, provenance=provenance
+    )
     new_ticket = Ticket(masks, config)
     if ticket is not None and ticket.fingerprint:
         new_ticket.fingerprint = ticket.fingerprint  # the base stays the base across IMP rounds

@@ -24,7 +24,8 @@ EPS = 1e-9
 
 
 def parse_sparsities(value: str | Sequence[float] | None) -> list[float] | None:
-    """``"0.1,0.2"`` / ``"0.1 0.2"`` / ``[0.1, 0.2]`` -> ``[0.1, 0.2]``, checked: strictly increasing, each in (0, 1)."""
+    """``"0.1,0.2"`` / ``"0.1 0.2"`` / ``[0.1, 0.2]`` -> ``[0.1, 0.2]``, checked: strictly increasing, each in "
+    "(0, 1)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
@@ -46,7 +47,9 @@ def parse_sparsities(value: str | Sequence[float] | None) -> list[float] | None:
         raise TicketError("sparsity_schedule is empty")
     for before, after in zip(sparsities, sparsities[1:]):
         if after <= before + EPS:
-            raise TicketError(f"sparsity_schedule must increase strictly (pruning only adds), got {before} then {after}")
+            raise TicketError(
+                f"sparsity_schedule must increase strictly (pruning only adds), got {before} then {after}"
+            )
     return sparsities
 
 
@@ -58,16 +61,29 @@ def imp_schedule(
 ) -> list[float]:
     """Sparsity of every round, round 0 (0.0, the full model) first."""
     if imp_rounds is not None and (isinstance(imp_rounds, bool) or not isinstance(imp_rounds, int) or imp_rounds < 0):
-        raise TicketError(f"imp_rounds must be a whole number >= 0 (pruning rounds after the full model), got {imp_rounds!r}")
+        raise TicketError(
+            f"imp_rounds must be a whole number >= 0 (pruning rounds after the full model), got {imp_rounds!r}"
+        )
     explicit = parse_sparsities(sparsity_schedule)
     if explicit is not None:
         if imp_rounds is not None and imp_rounds > len(explicit):
             raise TicketError(f"imp_rounds={imp_rounds} but sparsity_schedule has only {len(explicit)} sparsities")
         return [0.0] + explicit[: len(explicit) if imp_rounds is None else imp_rounds]
 
-    if isinstance(prune_fraction, bool) or not isinstance(prune_fraction, (int, float)) or not 0.0 < prune_fraction < 1.0:
-        raise TicketError(f"prune_fraction must be in (0, 1) (the share of remaining weights each round prunes), got {prune_fraction!r}")
-    if isinstance(target_sparsity, bool) or not isinstance(target_sparsity, (int, float)) or not 0.0 < target_sparsity < 1.0:
+    if (
+        isinstance(prune_fraction, bool)
+        or not isinstance(prune_fraction, (int, float))
+        or not 0.0 < prune_fraction < 1.0
+    ):
+        raise TicketError(
+            "prune_fraction must be in (0, 1) (the share of remaining weights each round prunes), got "
+            f"{prune_fraction!r}"
+        )
+    if (
+        isinstance(target_sparsity, bool)
+        or not isinstance(target_sparsity, (int, float))
+        or not 0.0 < target_sparsity < 1.0
+    ):
         raise TicketError(f"target_sparsity must be in (0, 1), got {target_sparsity!r}")
     schedule = [0.0]
     while schedule[-1] < target_sparsity - EPS and (imp_rounds is None or len(schedule) <= imp_rounds):

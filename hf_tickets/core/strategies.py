@@ -81,9 +81,7 @@ def layerwise_magnitude(weights: Mapping[str, torch.Tensor], keep: Masks | None,
 
 
 @register_strategy("random")
-def random_pruning(
-    weights: Mapping[str, torch.Tensor], keep: Masks | None, sparsity: float, seed: int = 0
-) -> Masks:
+def random_pruning(weights: Mapping[str, torch.Tensor], keep: Masks | None, sparsity: float, seed: int = 0) -> Masks:
     """The paper's random-pruning baseline: a uniformly random subset, reproducible from ``seed``."""
     scores = {}
     for name, weight in weights.items():

@@ -89,12 +89,15 @@ def resolve_targets(model: nn.Module, targets: TargetSpec = "auto") -> list[str]
             raise TicketError(
                 f"targets={targets!r} is neither a preset ({', '.join(PRESETS)}) nor a valid regex: {err}"
             ) from err
-        select = lambda name, module: isinstance(module, prunable) and pattern.fullmatch(name)  # noqa: E731
+
+        def select(name, module):
+            return isinstance(module, prunable) and pattern.fullmatch(name)
+
     elif isinstance(targets, Sequence) and targets and all(isinstance(t, str) for t in targets):
         suffixes = tuple(targets)
-        select = lambda name, module: isinstance(module, prunable) and any(  # noqa: E731
-            name == s or name.endswith("." + s) for s in suffixes
-        )
+
+        def select(name, module):
+            return isinstance(module, prunable) and any(name == s or name.endswith("." + s) for s in suffixes)
     else:
         raise TicketError(f"targets must be a preset name, a regex or a list of module names, got {targets!r}")
 

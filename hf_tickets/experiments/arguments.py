@@ -33,15 +33,21 @@ class _CommonDataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "Local evaluation file."})
     max_seq_length: int | None = field(default=None, metadata={"help": "Maximum tokens per input after tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the preprocessed datasets."})
-    pad_to_max_length: bool = field(default=True, metadata={"help": "Pad every input to max_seq_length (else per batch)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging, quick runs)."})
+    pad_to_max_length: bool = field(
+        default=True, metadata={"help": "Pad every input to max_seq_length (else per batch)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the training set (debugging, quick runs)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for preprocessing."})
 
 
 @dataclass
 class GlueDataArguments(_CommonDataArguments):
-    task_name: str | None = field(default=None, metadata={"help": "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."})
+    task_name: str | None = field(
+        default=None, metadata={"help": "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."}
+    )
     test_file: str | None = field(default=None, metadata={"help": "Local test file."})
     validation_mismatched_file: str | None = field(default=None, metadata={"help": "MNLI dev_mismatched file."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the prediction set."})
@@ -66,16 +72,22 @@ class QADataArguments(_CommonDataArguments):
         if self.max_seq_length is None:
             self.max_seq_length = 384
         if self.version_2_with_negative:
-            raise ValueError("run_qa.py here supports SQuAD v1.1 only (the paper's task); drop --version_2_with_negative.")
+            raise ValueError(
+                "run_qa.py here supports SQuAD v1.1 only (the paper's task); drop --version_2_with_negative."
+            )
         if self.dataset_name is None and self.train_file is None and self.validation_file is None:
             raise ValueError("Need a --dataset_name or a --train_file/--validation_file (SQuAD v1.1 JSON).")
 
 
 @dataclass
 class MLMDataArguments(_CommonDataArguments):
-    validation_split_percentage: int = field(default=5, metadata={"help": "Share of train used for validation without a validation file."})
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "Share of train used for validation without a validation file."}
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens to mask."})
-    line_by_line: bool = field(default=False, metadata={"help": "Not supported: texts are grouped into blocks, as in the paper."})
+    line_by_line: bool = field(
+        default=False, metadata={"help": "Not supported: texts are grouped into blocks, as in the paper."}
+    )
 
     def __post_init__(self):
         if self.line_by_line:
@@ -86,12 +98,21 @@ class MLMDataArguments(_CommonDataArguments):
             raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
 
 
-
 @dataclass
 class TicketArguments(IMPConfig):
     """The IMP settings (``IMPConfig``) plus transfer. By default a recipe searches for a ticket with the
     paper's protocol; ``--imp_rounds 0`` only fine-tunes the dense model; ``--ticket`` transfers one."""
 
-    ticket: str | None = field(default=None, metadata={"help": "Transfer: apply this ticket (directory or Hub repo) to θ0 and fine-tune; no pruning."})
-    ticket_revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of --ticket."})
-    matching_metric: str | None = field(default=None, metadata={"help": "Metric that decides matching (default: the task's, e.g. eval_matthews_correlation for CoLA)."})
+    ticket: str | None = field(
+        default=None,
+        metadata={"help": "Transfer: apply this ticket (directory or Hub repo) to θ0 and fine-tune; no pruning."},
+    )
+    ticket_revision: str | None = field(
+        default=None, metadata={"help": "Hub revision (branch, tag or commit) of --ticket."}
+    )
+    matching_metric: str | None = field(
+        default=None,
+        metadata={
+            "help": "Metric that decides matching (default: the task's, e.g. eval_matthews_correlation for CoLA)."
+        },
+    )

@@ -58,8 +58,15 @@ def round_training_args(training_args: TrainingArguments, output_dir: str | Path
     return dataclasses.replace(training_args, output_dir=str(output_dir), **overrides)
 
 
-def build_trainer(model, task: PreparedTask, training_args: TrainingArguments, ticket: Ticket | None = None,
-                  verify_base: bool = True, tokenizer=None, callbacks=()) -> Trainer:
+def build_trainer(
+    model,
+    task: PreparedTask,
+    training_args: TrainingArguments,
+    ticket: Ticket | None = None,
+    verify_base: bool = True,
+    tokenizer=None,
+    callbacks=(),
+) -> Trainer:
     all_callbacks = list(callbacks)
     if ticket is not None:
         all_callbacks.insert(0, TicketCallback(ticket, verify_base=verify_base))
@@ -75,8 +82,16 @@ def build_trainer(model, task: PreparedTask, training_args: TrainingArguments, t
     )
 
 
-def fine_tune(model, task: PreparedTask, training_args: TrainingArguments, ticket: Ticket | None = None,
-              verify_base: bool = True, tokenizer=None, callbacks=(), resume_from_checkpoint=None) -> dict:
+def fine_tune(
+    model,
+    task: PreparedTask,
+    training_args: TrainingArguments,
+    ticket: Ticket | None = None,
+    verify_base: bool = True,
+    tokenizer=None,
+    callbacks=(),
+    resume_from_checkpoint=None,
+) -> dict:
     """Train (if ``do_train``) and evaluate; returns the task's metrics plus train time and steps."""
     trainer = build_trainer(model, task, training_args, ticket, verify_base, tokenizer, callbacks)
     metrics: dict = {}
@@ -106,8 +121,11 @@ def parse_recipe_args(data_arguments_class, argv=None):
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     level = training_args.get_process_log_level()
     # One readable line per IMP round is the point of the run: INFO on the main process by default.
     ours = logging.INFO if training_args.log_level == "passive" and training_args.should_log else level
@@ -142,8 +160,14 @@ def transfer(model_args, task: PreparedTask, training_args, ticket: Ticket, toke
     }
     if is_main_process():
         atomic_write_json(Path(training_args.output_dir) / "transfer_results.json", record)
-    logger.info("transfer of %s (sparsity %.3f) to %s: %s = %s", record["source_ticket"], ticket.sparsity,
-                task.name, task.main_metric, metrics.get(task.main_metric))
+    logger.info(
+        "transfer of %s (sparsity %.3f) to %s: %s = %s",
+        record["source_ticket"],
+        ticket.sparsity,
+        task.name,
+        task.main_metric,
+        metrics.get(task.main_metric),
+    )
     return record
 
 
@@ -151,8 +175,9 @@ def run_recipe(model_args, task: PreparedTask, training_args, ticket_args: Ticke
     """What a recipe does once its task is prepared: transfer, an IMP search, or a dense fine-tune."""
     warn_if_single_process_requested()
     if ticket_args.ticket:
-        ticket = Ticket.from_pretrained(ticket_args.ticket, revision=ticket_args.ticket_revision,
-                                        cache_dir=model_args.cache_dir)
+        ticket = Ticket.from_pretrained(
+            ticket_args.ticket, revision=ticket_args.ticket_revision, cache_dir=model_args.cache_dir
+        )
         return transfer(model_args, task, training_args, ticket, tokenizer, source=ticket_args.ticket)
     if ticket_args.imp_rounds != 0:
         return run_imp_search(model_args, task, training_args, ticket_args, tokenizer)
@@ -170,8 +195,9 @@ def imp_config(ticket_args, task: PreparedTask) -> IMPConfig:
     return IMPConfig(**values)
 
 
-def run_imp_search(model_args, task: PreparedTask, training_args, ticket_args, tokenizer=None,
-                   dense_round_steps: int | None = None) -> dict:
+def run_imp_search(
+    model_args, task: PreparedTask, training_args, ticket_args, tokenizer=None, dense_round_steps: int | None = None
+) -> dict:
     """IMP (or a baseline) with one fresh Trainer per round; exports the found ticket with its card.
 
     ``dense_round_steps`` cuts round 0 (θ0, dense) to that many optimizer steps: for a random-pruning
@@ -184,7 +210,9 @@ def run_imp_search(model_args, task: PreparedTask, training_args, ticket_args, t
 
     def build(model, rnd):
         cut = {"max_steps": dense_round_steps} if rnd.index == 0 and dense_round_steps else {}
-        return build_trainer(model, task, round_training_args(training_args, rnd.checkpoint_dir, **cut), tokenizer=tokenizer)
+        return build_trainer(
+            model, task, round_training_args(training_args, rnd.checkpoint_dir, **cut), tokenizer=tokenizer
+        )
 
     results = manager.run_with_trainer(build, evaluate=task.evaluate if training_args.do_eval else None)
     if is_main_process() and results["rounds"] and not dense_round_steps:
@@ -207,6 +235,11 @@ def export_found_ticket(manager: IMPManager, task: PreparedTask, base_model: str
     plot = plot_results(ticket, results["rounds"], out / "sparsity_vs_score.png")
     card = ticket_card(ticket, results=results["rounds"], plot_path=plot.name if plot else None)
     card.save(out / "README.md")
-    logger.info("ticket of round %d (sparsity %.3f, %s) written to %s", index, ticket.sparsity,
-                "matching" if chosen is not None else "not matching", out)
+    logger.info(
+        "ticket of round %d (sparsity %.3f, %s) written to %s",
+        index,
+        ticket.sparsity,
+        "matching" if chosen is not None else "not matching",
+        out,
+    )
     return out

@@ -127,18 +127,22 @@ def card_data(ticket: Ticket, results: Sequence[Mapping] | None = None, title: s
     """YAML metadata: library, base model, tags, dataset and a ``model-index`` at this sparsity."""
     config = ticket.config
     task_type, dataset, dataset_config = _task_info(config.provenance)
-    eval_results = [
-        EvalResult(
-            task_type=task_type,
-            dataset_type=dataset,
-            dataset_name=f"{dataset} {dataset_config}" if dataset_config else dataset,
-            dataset_config=dataset_config,
-            metric_type=name.removeprefix("eval_"),
-            metric_value=value,
-            metric_name=f"{name.removeprefix('eval_')} at {_pct(ticket.sparsity)} sparsity",
-        )
-        for name, value in _metrics_at_ticket(ticket, results).items()
-    ] if task_type and dataset else []
+    eval_results = (
+        [
+            EvalResult(
+                task_type=task_type,
+                dataset_type=dataset,
+                dataset_name=f"{dataset} {dataset_config}" if dataset_config else dataset,
+                dataset_config=dataset_config,
+                metric_type=name.removeprefix("eval_"),
+                metric_value=value,
+                metric_name=f"{name.removeprefix('eval_')} at {_pct(ticket.sparsity)} sparsity",
+            )
+            for name, value in _metrics_at_ticket(ticket, results).items()
+        ]
+        if task_type and dataset
+        else []
+    )
     base = config.base_model if config.base_model and _REPO_ID_RE.match(config.base_model) else None
     return ModelCardData(
         library_name="hf_tickets",
@@ -155,13 +159,17 @@ def _usage(ticket: Ticket, repo_id: str | None, checkpoint: str | None, model_cl
     base = ticket.config.base_model or "<base model>"
     if checkpoint == "compact":
         intro = "The weights are in the compact form (surviving values + bitmask); expand them, then load as usual:"
-        code = f"hf-tickets pull {repo} ./checkpoint   # writes model.safetensors\npython -c \"from transformers import {model_class}; {model_class}.from_pretrained('./checkpoint')\""
+        code = (
+            f"hf-tickets pull {repo} ./checkpoint   # writes model.safetensors\n"
+            f"python -c \"from transformers import {model_class}; {model_class}.from_pretrained('./checkpoint')\""
+        )
         return intro, "bash", code
     if checkpoint == "dense":
         intro = "The pruned model is a standard checkpoint (pruned weights are zeros); the ticket files sit beside it:"
         code = (
             f"from transformers import {model_class}\nfrom hf_tickets import Ticket\n\n"
-            f'model = {model_class}.from_pretrained("{repo}")\nticket = Ticket.from_pretrained("{repo}")  # the mask, e.g. to keep fine-tuning sparse'
+            f'model = {model_class}.from_pretrained("{repo}")\nticket = Ticket.from_pretrained("{repo}")  # the '
+            "mask, e.g. to keep fine-tuning sparse"
         )
         return intro, "python", code
     intro = "Apply the ticket to its base model (any head: the masks are relative to the base model):"
@@ -219,7 +227,11 @@ def _template_values(ticket, results, transfer, plot_path, repo_id, checkpoint, 
         "summary": (
             f"A lottery ticket (a pruning mask) for `{base}`, found and shared with "
             "[hf_tickets](https://pypi.org/project/hf-tickets/). "
-            + ("This repo also holds the pruned model itself." if checkpoint else "Apply it to the base model to get the sparse subnetwork.")
+            + (
+                "This repo also holds the pruned model itself."
+                if checkpoint
+                else "Apply it to the base model to get the sparse subnetwork."
+            )
         ),
         "how_found": how_found,
         "sparsity_pct": _pct(ticket.sparsity),

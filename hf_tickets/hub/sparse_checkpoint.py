@@ -85,7 +85,9 @@ def compact_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
     return out, shapes
 
 
-def expand_tensors(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]], source: str = "") -> dict[str, torch.Tensor]:
+def expand_tensors(
+    tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]], source: str = ""
+) -> dict[str, torch.Tensor]:
     """Inverse of :func:`compact_tensors`; ``source`` names the file in errors."""
     dense = {name: t for name, t in tensors.items() if not name.endswith((VALUES_SUFFIX, MASK_SUFFIX))}
     for name, shape in shapes.items():

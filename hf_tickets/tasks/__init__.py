@@ -20,5 +20,8 @@ def shared_data_dir() -> Path:
     default = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
     path = Path(os.environ.get(DATA_ENV_VAR, default)).resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"benchmark data folder {path} not found; set {DATA_ENV_VAR} to the folder holding glue/, squad/ and wikitext-2/")
+        raise FileNotFoundError(
+            f"benchmark data folder {path} not found; set {DATA_ENV_VAR} to the folder holding glue/, squad/ "
+            "and wikitext-2/"
+        )
     return path

@@ -65,8 +65,22 @@ def fetch_vader_sdist(cache_dir: str | Path | None = None) -> Path:
         # for an sdist; no flag turns it off).
         requirements = Path(scratch) / "requirements.txt"
         requirements.write_text(f"{VADER_REQUIREMENT} --hash=sha256:{VADER_SHA256}\n")
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--disable-pip-version-check", "--no-input", "--quiet", "-r", str(requirements), "-d", scratch]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "-r",
+            str(requirements),
+            "-d",
+            scratch,
+        ]
         # Without build isolation pip reads the metadata with our setuptools instead of
         # installing one in a throw-away environment; it needs setuptools to be there.
         if importlib.util.find_spec("setuptools") is not None:
@@ -74,7 +88,9 @@ def fetch_vader_sdist(cache_dir: str | Path | None = None) -> Path:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         downloaded = Path(scratch) / VADER_SDIST
         if result.returncode != 0 or not downloaded.exists():
-            raise RuntimeError(f"pip could not download {VADER_REQUIREMENT}:\n{result.stderr.strip() or result.stdout.strip()}")
+            raise RuntimeError(
+                f"pip could not download {VADER_REQUIREMENT}:\n{result.stderr.strip() or result.stdout.strip()}"
+            )
         _verify(downloaded)
         os.replace(downloaded, target)
     return target
@@ -138,6 +154,8 @@ def split_train_validation(dataset: Dataset, seed: int = 0, validation_fraction:
     )
 
 
-def load_movie_reviews(cache_dir: str | Path | None = None, seed: int = 0, validation_fraction: float = 0.2) -> DatasetDict:
+def load_movie_reviews(
+    cache_dir: str | Path | None = None, seed: int = 0, validation_fraction: float = 0.2
+) -> DatasetDict:
     """Splits ``train``/``validation`` with columns ``sentence`` and ``label`` (0 negative, 1 positive)."""
     return split_train_validation(read_movie_reviews(fetch_vader_sdist(cache_dir)), seed, validation_fraction)

@@ -47,20 +47,54 @@ class GlueTask:
 GLUE_TASKS: dict[str, GlueTask] = {
     task.name: task
     for task in (
-        GlueTask("cola", ("sentence",), ("unacceptable", "acceptable"), ("sentence",), "label",
-                 tsv_headerless_columns=("source", "label", "original_label", "sentence")),
+        GlueTask(
+            "cola",
+            ("sentence",),
+            ("unacceptable", "acceptable"),
+            ("sentence",),
+            "label",
+            tsv_headerless_columns=("source", "label", "original_label", "sentence"),
+        ),
         GlueTask("sst2", ("sentence",), ("negative", "positive"), ("sentence",), "label"),
-        GlueTask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), ("#1 String", "#2 String"), "Quality"),
+        GlueTask(
+            "mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), ("#1 String", "#2 String"), "Quality"
+        ),
         GlueTask("stsb", ("sentence1", "sentence2"), None, ("sentence1", "sentence2"), "score", tsv_label_values=()),
-        GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("question1", "question2"), "is_duplicate"),
-        GlueTask("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), ("sentence1", "sentence2"),
-                 "gold_label", tsv_label_values=("entailment", "neutral", "contradiction")),
-        GlueTask("qnli", ("question", "sentence"), ("entailment", "not_entailment"), ("question", "sentence"), "label",
-                 tsv_label_values=("entailment", "not_entailment")),
-        GlueTask("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ("sentence1", "sentence2"), "label",
-                 tsv_label_values=("entailment", "not_entailment")),
+        GlueTask(
+            "qqp",
+            ("question1", "question2"),
+            ("not_duplicate", "duplicate"),
+            ("question1", "question2"),
+            "is_duplicate",
+        ),
+        GlueTask(
+            "mnli",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            ("sentence1", "sentence2"),
+            "gold_label",
+            tsv_label_values=("entailment", "neutral", "contradiction"),
+        ),
+        GlueTask(
+            "qnli",
+            ("question", "sentence"),
+            ("entailment", "not_entailment"),
+            ("question", "sentence"),
+            "label",
+            tsv_label_values=("entailment", "not_entailment"),
+        ),
+        GlueTask(
+            "rte",
+            ("sentence1", "sentence2"),
+            ("entailment", "not_entailment"),
+            ("sentence1", "sentence2"),
+            "label",
+            tsv_label_values=("entailment", "not_entailment"),
+        ),
         # WNLI's tsv writes 1 for entailment, and the Hub orders the classes not_entailment, entailment.
-        GlueTask("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("sentence1", "sentence2"), "label"),
+        GlueTask(
+            "wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("sentence1", "sentence2"), "label"
+        ),
     )
 }
 
@@ -158,7 +192,9 @@ def _parse_label(task: GlueTask, raw, where: str) -> float | int:
         try:
             score = float(text)
         except ValueError:
-            raise ValueError(f"{where}: label {text!r} is not a number; {task.name} expects a score in {STSB_SCORE_RANGE}") from None
+            raise ValueError(
+                f"{where}: label {text!r} is not a number; {task.name} expects a score in {STSB_SCORE_RANGE}"
+            ) from None
         if not STSB_SCORE_RANGE[0] <= score <= STSB_SCORE_RANGE[1]:
             raise ValueError(f"{where}: score {score} outside {STSB_SCORE_RANGE} for {task.name}")
         return score
@@ -220,8 +256,13 @@ def read_glue_tsv(path: str | Path, task_name: str, *, labelled: bool = True) ->
         else:
             labels.append(_parse_label(task, fields[label_position], f"{path}: line {line_number}"))
     if skipped:
-        logger.warning("%s: skipped %d row(s) with a field count other than %d (lines %s)",
-                       path, len(skipped), len(header), skipped[:10])
+        logger.warning(
+            "%s: skipped %d row(s) with a field count other than %d (lines %s)",
+            path,
+            len(skipped),
+            len(header),
+            skipped[:10],
+        )
     return Dataset.from_dict({**columns, "label": labels}, features=task.features()), skipped
 
 
@@ -243,7 +284,9 @@ def _table_to_task(dataset: Dataset, path: Path, task: GlueTask, labelled: bool)
     wanted = list(task.text_columns) + (["label"] if labelled else [])
     missing = [column for column in wanted if column not in dataset.column_names]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; {task.name} needs {wanted}, found {dataset.column_names}")
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; {task.name} needs {wanted}, found {dataset.column_names}"
+        )
     texts = [dataset[column] for column in task.text_columns]
     raw_labels = dataset["label"] if "label" in dataset.column_names else [None] * len(dataset)
     columns: dict[str, list] = {column: [] for column in task.text_columns}
@@ -255,7 +298,9 @@ def _table_to_task(dataset: Dataset, path: Path, task: GlueTask, labelled: bool)
             continue
         for column, text in zip(task.text_columns, row_texts):
             columns[column].append(str(text))
-        labels.append(NO_LABEL if raw_label is None and not labelled else _parse_label(task, raw_label, _row_place(path, i)))
+        labels.append(
+            NO_LABEL if raw_label is None and not labelled else _parse_label(task, raw_label, _row_place(path, i))
+        )
     if skipped:
         logger.warning("%s: skipped %d row(s) with an empty text cell (rows %s)", path, len(skipped), skipped[:10])
     return Dataset.from_dict({**columns, "label": labels}, features=task.features())
@@ -283,7 +328,9 @@ def _custom_labels(datasets: dict[str, tuple[Dataset, Path]]) -> DatasetDict:
             ids = []
             for i, label in enumerate(dataset["label"]):
                 if label not in label_to_id:
-                    raise ValueError(f"{_row_place(path, i)}: label {label!r} not among {reference_split} labels {label_list}")
+                    raise ValueError(
+                        f"{_row_place(path, i)}: label {label!r} not among {reference_split} labels {label_list}"
+                    )
                 ids.append(label_to_id[label])
             dataset = dataset.remove_columns("label")
         else:
@@ -360,19 +407,31 @@ def preprocess_glue(
 ) -> DatasetDict:
     """Tokenize the text column(s); keeps ``label`` and drops every other original column."""
     if max_seq_length > tokenizer.model_max_length:
-        logger.warning("max_seq_length %d exceeds the tokenizer's %d; using %d",
-                       max_seq_length, tokenizer.model_max_length, tokenizer.model_max_length)
+        logger.warning(
+            "max_seq_length %d exceeds the tokenizer's %d; using %d",
+            max_seq_length,
+            tokenizer.model_max_length,
+            tokenizer.model_max_length,
+        )
         max_seq_length = tokenizer.model_max_length
     first_split = next(iter(raw_datasets.values()))
     sentence1_key, sentence2_key = glue_sentence_keys(task_name, first_split.column_names)
     padding = "max_length" if pad_to_max_length else False
 
     def tokenize(examples):
-        texts = (examples[sentence1_key],) if sentence2_key is None else (examples[sentence1_key], examples[sentence2_key])
+        texts = (
+            (examples[sentence1_key],) if sentence2_key is None else (examples[sentence1_key], examples[sentence2_key])
+        )
         return tokenizer(*texts, padding=padding, max_length=max_seq_length, truncation=True)
 
-    return DatasetDict({
-        split: dataset.map(tokenize, batched=True, remove_columns=[c for c in dataset.column_names if c != "label"],
-                           desc=f"Tokenizing {split}")
-        for split, dataset in raw_datasets.items()
-    })
+    return DatasetDict(
+        {
+            split: dataset.map(
+                tokenize,
+                batched=True,
+                remove_columns=[c for c in dataset.column_names if c != "label"],
+                desc=f"Tokenizing {split}",
+            )
+            for split, dataset in raw_datasets.items()
+        }
+    )

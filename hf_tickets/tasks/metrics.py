@@ -39,7 +39,9 @@ def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float((predictions == labels).mean())
 
 
-def glue_metrics(task_name: str | None, predictions: Sequence, labels: Sequence, *, is_regression: bool = False) -> dict[str, float]:
+def glue_metrics(
+    task_name: str | None, predictions: Sequence, labels: Sequence, *, is_regression: bool = False
+) -> dict[str, float]:
     """The official GLUE metrics of ``task_name`` for class ids (or scores, for STS-B).
 
     ``task_name=None`` is a custom dataset: accuracy, or mean squared error when regressing, like
@@ -67,7 +69,9 @@ def glue_metrics(task_name: str | None, predictions: Sequence, labels: Sequence,
     return {"accuracy": accuracy}
 
 
-def glue_metric_fn(task_name: str | None, *, is_regression: bool | None = None) -> Callable[[EvalPrediction], dict[str, float]]:
+def glue_metric_fn(
+    task_name: str | None, *, is_regression: bool | None = None
+) -> Callable[[EvalPrediction], dict[str, float]]:
     """A ``compute_metrics`` for the Trainer: argmax over logits, or squeeze for regression."""
     regression = task_name == "stsb" if is_regression is None else is_regression
 

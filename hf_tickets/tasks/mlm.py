@@ -44,7 +44,9 @@ def load_text_files(
         raise ValueError(f"validation_split_percentage must be in (0, 100), got {validation_split_percentage}")
     n_validation = round(len(train) * validation_split_percentage / 100)
     if not 0 < n_validation < len(train):
-        raise ValueError(f"{train_file}: {len(train)} lines are too few for a {validation_split_percentage}% validation split")
+        raise ValueError(
+            f"{train_file}: {len(train)} lines are too few for a {validation_split_percentage}% validation split"
+        )
     return DatasetDict(
         train=train.select(range(n_validation, len(train))),
         validation=train.select(range(n_validation)),
@@ -56,8 +58,12 @@ def resolve_block_size(tokenizer, block_size: int | None) -> int:
     if block_size is None:
         return min(tokenizer.model_max_length, DEFAULT_MAX_BLOCK_SIZE)
     if block_size > tokenizer.model_max_length:
-        logger.warning("block_size %d exceeds the tokenizer's %d; using %d", block_size,
-                       tokenizer.model_max_length, tokenizer.model_max_length)
+        logger.warning(
+            "block_size %d exceeds the tokenizer's %d; using %d",
+            block_size,
+            tokenizer.model_max_length,
+            tokenizer.model_max_length,
+        )
         return tokenizer.model_max_length
     return block_size
 
@@ -78,21 +84,30 @@ def tokenize_and_group(raw_datasets: DatasetDict, tokenizer, block_size: int | N
     def group(examples):
         concatenated = {key: list(chain.from_iterable(values)) for key, values in examples.items()}
         total = len(concatenated["input_ids"]) // block_size * block_size
-        return {key: [values[i: i + block_size] for i in range(0, total, block_size)] for key, values in concatenated.items()}
+        return {
+            key: [values[i : i + block_size] for i in range(0, total, block_size)]
+            for key, values in concatenated.items()
+        }
 
-    tokenized = DatasetDict({
-        split: dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
-        for split, dataset in raw_datasets.items()
-    })
+    tokenized = DatasetDict(
+        {
+            split: dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
+            for split, dataset in raw_datasets.items()
+        }
+    )
     # Batches of 1,000 lines are grouped separately, as in the stock script: each drops its own remainder.
-    return DatasetDict({
-        split: dataset.map(group, batched=True, desc=f"Grouping {split} into blocks of {block_size}")
-        for split, dataset in tokenized.items()
-    })
+    return DatasetDict(
+        {
+            split: dataset.map(group, batched=True, desc=f"Grouping {split} into blocks of {block_size}")
+            for split, dataset in tokenized.items()
+        }
+    )
 
 
-def mlm_data_collator(tokenizer, mlm_probability: float = 0.15, pad_to_multiple_of: int | None = None,
-                      seed: int | None = None) -> DataCollatorForLanguageModeling:
+def mlm_data_collator(
+    tokenizer, mlm_probability: float = 0.15, pad_to_multiple_of: int | None = None, seed: int | None = None
+) -> DataCollatorForLanguageModeling:
     """BERT's masking: 15% of tokens, of which 80% [MASK], 10% random, 10% unchanged."""
-    return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=mlm_probability,
-                                           pad_to_multiple_of=pad_to_multiple_of, seed=seed)
+    return DataCollatorForLanguageModeling(
+        tokenizer=tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=pad_to_multiple_of, seed=seed
+    )

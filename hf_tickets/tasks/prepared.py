@@ -61,10 +61,12 @@ def _collator(tokenizer, pad_to_max_length: bool, fp16: bool = False):
 
 def _classification(name, raw: DatasetDict, tokenizer, data_args, eval_splits, datasets) -> PreparedTask:
     labels = glue.label_info(raw)
-    raw = DatasetDict({
-        split: _truncate(ds, data_args.max_train_samples if split == "train" else data_args.max_eval_samples)
-        for split, ds in raw.items()
-    })
+    raw = DatasetDict(
+        {
+            split: _truncate(ds, data_args.max_train_samples if split == "train" else data_args.max_eval_samples)
+            for split, ds in raw.items()
+        }
+    )
     task_name = name if name in glue.GLUE_TASKS else None
     tokenized = glue.preprocess_glue(raw, tokenizer, task_name, data_args.max_seq_length, data_args.pad_to_max_length)
     main = metrics.GLUE_MAIN_METRIC.get(name, "mse" if labels.is_regression else "accuracy")
@@ -103,7 +105,9 @@ def prepare_movie_reviews(data_args, tokenizer, seed: int = 0) -> PreparedTask:
     from hf_tickets.tasks.demo_data import load_movie_reviews
 
     raw = load_movie_reviews(seed=seed)
-    return _classification("movie_reviews", raw, tokenizer, data_args, [("validation", "eval")], ["vaderSentiment:movieReviewSnippets"])
+    return _classification(
+        "movie_reviews", raw, tokenizer, data_args, [("validation", "eval")], ["vaderSentiment:movieReviewSnippets"]
+    )
 
 
 def prepare_squad(data_args, tokenizer) -> PreparedTask:
@@ -113,11 +117,16 @@ def prepare_squad(data_args, tokenizer) -> PreparedTask:
         raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
     else:
         raw = squad.load_squad_json(data_args.train_file, data_args.validation_file)
-    kwargs = dict(max_seq_length=data_args.max_seq_length, doc_stride=data_args.doc_stride,
-                  pad_to_max_length=data_args.pad_to_max_length)
+    kwargs = dict(
+        max_seq_length=data_args.max_seq_length,
+        doc_stride=data_args.doc_stride,
+        pad_to_max_length=data_args.pad_to_max_length,
+    )
     train = None
     if "train" in raw:
-        train = _truncate(squad.build_features(raw["train"], tokenizer, train=True, **kwargs), data_args.max_train_samples)
+        train = _truncate(
+            squad.build_features(raw["train"], tokenizer, train=True, **kwargs), data_args.max_train_samples
+        )
     examples = _truncate(raw["validation"], data_args.max_eval_samples) if "validation" in raw else None
     features = squad.build_features(examples, tokenizer, train=False, **kwargs) if examples is not None else None
 
@@ -149,8 +158,9 @@ def prepare_mlm(data_args, tokenizer, seed: int = 0, cache_dir: str | None = Non
 
         raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
     else:
-        raw = mlm.load_text_files(data_args.train_file, data_args.validation_file,
-                                  data_args.validation_split_percentage, cache_dir=cache_dir)
+        raw = mlm.load_text_files(
+            data_args.train_file, data_args.validation_file, data_args.validation_split_percentage, cache_dir=cache_dir
+        )
     grouped = mlm.tokenize_and_group(raw, tokenizer, data_args.max_seq_length)
     train = _truncate(grouped.get("train"), data_args.max_train_samples)
     validation = _truncate(grouped.get("validation"), data_args.max_eval_samples)

@@ -13,13 +13,15 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 
 from hf_tickets.tasks.metrics import squad_metrics
 
-SQUAD_FEATURES = Features({
-    "id": Value("string"),
-    "title": Value("string"),
-    "context": Value("string"),
-    "question": Value("string"),
-    "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
-})
+SQUAD_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "title": Value("string"),
+        "context": Value("string"),
+        "question": Value("string"),
+        "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
+    }
+)
 
 
 def _require(mapping, key: str, kind: type, where: str):
@@ -54,11 +56,17 @@ def read_squad_json(path: str | Path) -> Dataset:
                 rows["question"].append(_require(qa, "question", str, where_q))
                 rows["title"].append(title)
                 rows["context"].append(context)
-                rows["answers"].append({
-                    "text": [_require(answer, "text", str, f"{where_q}.answers[{i}]") for i, answer in enumerate(answers)],
-                    "answer_start": [_require(answer, "answer_start", int, f"{where_q}.answers[{i}]")
-                                     for i, answer in enumerate(answers)],
-                })
+                rows["answers"].append(
+                    {
+                        "text": [
+                            _require(answer, "text", str, f"{where_q}.answers[{i}]") for i, answer in enumerate(answers)
+                        ],
+                        "answer_start": [
+                            _require(answer, "answer_start", int, f"{where_q}.answers[{i}]")
+                            for i, answer in enumerate(answers)
+                        ],
+                    }
+                )
     if not rows["id"]:
         raise ValueError(f"{path}: no question in the file")
     return Dataset.from_dict(rows, features=SQUAD_FEATURES)
@@ -101,7 +109,9 @@ def _tokenize_windows(examples, tokenizer, max_seq_length: int, doc_stride: int,
     return encoded, (1 if pad_on_right else 0)
 
 
-def prepare_train_features(examples, tokenizer, max_seq_length: int = 384, doc_stride: int = 128, pad_to_max_length: bool = True):
+def prepare_train_features(
+    examples, tokenizer, max_seq_length: int = 384, doc_stride: int = 128, pad_to_max_length: bool = True
+):
     """Split each context into overlapping windows and label the answer's token span in each.
 
     A window that does not contain the whole answer points start and end at the CLS token.
@@ -137,7 +147,9 @@ def prepare_train_features(examples, tokenizer, max_seq_length: int = 384, doc_s
     return encoded
 
 
-def prepare_validation_features(examples, tokenizer, max_seq_length: int = 384, doc_stride: int = 128, pad_to_max_length: bool = True):
+def prepare_validation_features(
+    examples, tokenizer, max_seq_length: int = 384, doc_stride: int = 128, pad_to_max_length: bool = True
+):
     """Windows as for training, plus ``example_id`` and an ``offset_mapping`` that is None
     outside the context, so post-processing can only pick answers inside the context."""
     encoded, context_index = _tokenize_windows(examples, tokenizer, max_seq_length, doc_stride, pad_to_max_length)
@@ -147,13 +159,21 @@ def prepare_validation_features(examples, tokenizer, max_seq_length: int = 384, 
         sequence_ids = encoded.sequence_ids(i)
         encoded["example_id"].append(examples["id"][sample_mapping[i]])
         encoded["offset_mapping"][i] = [
-            offset if sequence_ids[k] == context_index else None for k, offset in enumerate(encoded["offset_mapping"][i])
+            offset if sequence_ids[k] == context_index else None
+            for k, offset in enumerate(encoded["offset_mapping"][i])
         ]
     return encoded
 
 
-def build_features(examples: Dataset, tokenizer, *, train: bool, max_seq_length: int = 384, doc_stride: int = 128,
-                   pad_to_max_length: bool = True) -> Dataset:
+def build_features(
+    examples: Dataset,
+    tokenizer,
+    *,
+    train: bool,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    pad_to_max_length: bool = True,
+) -> Dataset:
     """``examples.map`` with the train or validation feature function; drops the raw columns."""
     if doc_stride >= max_seq_length:
         raise ValueError(f"doc_stride {doc_stride} must be smaller than max_seq_length {max_seq_length}")
@@ -171,8 +191,13 @@ def build_features(examples: Dataset, tokenizer, *, train: bool, max_seq_length:
 
 def _map_features(examples, function, tokenizer, max_seq_length, doc_stride, pad_to_max_length, train):
     return examples.map(
-        partial(function, tokenizer=tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
-                pad_to_max_length=pad_to_max_length),
+        partial(
+            function,
+            tokenizer=tokenizer,
+            max_seq_length=max_seq_length,
+            doc_stride=doc_stride,
+            pad_to_max_length=pad_to_max_length,
+        ),
         batched=True,
         remove_columns=examples.column_names,
         desc="Windowing train contexts" if train else "Windowing validation contexts",
@@ -210,16 +235,22 @@ def postprocess_qa_predictions(
         for feature_index in features_by_example.get(example["id"], []):
             offsets = offset_mappings[feature_index]
             starts, ends = start_logits[feature_index], end_logits[feature_index]
-            top_starts = np.argsort(starts)[-1: -n_best_size - 1: -1]
-            top_ends = np.argsort(ends)[-1: -n_best_size - 1: -1]
+            top_starts = np.argsort(starts)[-1 : -n_best_size - 1 : -1]
+            top_ends = np.argsort(ends)[-1 : -n_best_size - 1 : -1]
             for start in top_starts:
                 for end in top_ends:
-                    if (start >= len(offsets) or end >= len(offsets) or offsets[start] is None or offsets[end] is None
-                            or end < start or end - start + 1 > max_answer_length):
+                    if (
+                        start >= len(offsets)
+                        or end >= len(offsets)
+                        or offsets[start] is None
+                        or offsets[end] is None
+                        or end < start
+                        or end - start + 1 > max_answer_length
+                    ):
                         continue
                     score = starts[start] + ends[end]
                     if score > best_score:
-                        best_score, best_text = score, context[offsets[start][0]: offsets[end][1]]
+                        best_score, best_text = score, context[offsets[start][0] : offsets[end][1]]
         predictions[example["id"]] = best_text
     return predictions
 
@@ -229,11 +260,12 @@ def squad_predictions_and_metrics(
 ) -> tuple[dict[str, str], dict[str, float]]:
     """From ``Trainer.predict(features).predictions`` (start, end logits) to answers and EM/F1."""
     start_logits, end_logits = raw_predictions[:2]
-    predictions = postprocess_qa_predictions(examples, features, start_logits, end_logits, n_best_size, max_answer_length)
+    predictions = postprocess_qa_predictions(
+        examples, features, start_logits, end_logits, n_best_size, max_answer_length
+    )
     return predictions, squad_metrics(predictions, squad_references(examples))
 
 
 def squad_eval_dataset(features: Dataset) -> Dataset:
     """The features the model sees: without the bookkeeping columns used by post-processing."""
     return features.remove_columns([c for c in ("example_id", "offset_mapping") if c in features.column_names])
-

@@ -77,7 +77,10 @@ class TicketCallback(TrainerCallback):
             ]
         logger.info(
             "TicketCallback: training %d of %d target weights (sparsity %.4f) in %d tensors",
-            report.weights - report.pruned, report.weights, report.sparsity, report.tensors,
+            report.weights - report.pruned,
+            report.weights,
+            report.sparsity,
+            report.tensors,
         )
 
     def on_optimizer_step(self, args, state, control, **kwargs):
@@ -147,7 +150,8 @@ class TicketCallback(TrainerCallback):
         if folder is None:
             logger.warning(
                 "TicketCallback: resuming at step %d, but no ticket in %s; applying the ticket passed to the callback",
-                state.global_step, " or ".join(map(str, dict.fromkeys(candidates))),
+                state.global_step,
+                " or ".join(map(str, dict.fromkeys(candidates))),
             )
             return
         ticket = Ticket.from_pretrained(folder)
@@ -166,7 +170,10 @@ class TicketCallback(TrainerCallback):
         if not ticket.equals(self.ticket):
             logger.warning(
                 "TicketCallback: resuming with the ticket saved in %s (sparsity %.4f), not the one passed to the "
-                "callback (sparsity %.4f)", folder, ticket.sparsity, self.ticket.sparsity,
+                "callback (sparsity %.4f)",
+                folder,
+                ticket.sparsity,
+                self.ticket.sparsity,
             )
         else:
             logger.info("TicketCallback: resuming with the ticket saved in %s", folder)

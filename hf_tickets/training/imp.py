@@ -82,7 +82,12 @@ from hf_tickets.training.results import (
 logger = logging.getLogger(__name__)
 
 STATE_FILE, THETA0_FILE, REWIND_FILE = "imp_state.json", "theta0.safetensors", "theta_rewind.safetensors"
-METRICS_FILE, FINAL_WEIGHTS_FILE, TICKET_DIR, CHECKPOINT_DIR = "metrics.json", "final_weights.safetensors", "ticket", "checkpoints"
+METRICS_FILE, FINAL_WEIGHTS_FILE, TICKET_DIR, CHECKPOINT_DIR = (
+    "metrics.json",
+    "final_weights.safetensors",
+    "ticket",
+    "checkpoints",
+)
 REINIT_SEED_OFFSET = 1_000_003
 
 
@@ -108,8 +113,13 @@ class IMPRound:
     def is_last(self) -> bool:
         return self.next_sparsity is None
 
-    def finish(self, metrics: Mapping[str, Any], train_steps: int | None = None, planned_steps: int | None = None,
-               train_time_s: float | None = None) -> None:
+    def finish(
+        self,
+        metrics: Mapping[str, Any],
+        train_steps: int | None = None,
+        planned_steps: int | None = None,
+        train_time_s: float | None = None,
+    ) -> None:
         """Record ``metrics``, prune to the next sparsity and save the round (metrics.json last)."""
         self.manager._finish(self, dict(metrics), train_steps, planned_steps, train_time_s)
 
@@ -131,11 +141,15 @@ class IMPRound:
             deciding = candidate.num_pruned - self.ticket.num_pruned  # weights this round's pruning removes
             distance = changed / (2 * deciding) if deciding else 0.0
             self.early_bird_distances.append((step, distance))
-            recent = [d for _, d in self.early_bird_distances[-config.early_bird_patience:]]
+            recent = [d for _, d in self.early_bird_distances[-config.early_bird_patience :]]
             if len(recent) == config.early_bird_patience and max(recent) < config.early_bird_threshold:
                 self.should_stop = True
-                logger.info("IMP round %d: early-bird mask settled at step %d (changes %s)", self.index, step,
-                            ", ".join(f"{d:.3f}" for d in recent))
+                logger.info(
+                    "IMP round %d: early-bird mask settled at step %d (changes %s)",
+                    self.index,
+                    step,
+                    ", ".join(f"{d:.3f}" for d in recent),
+                )
         self._eb_last = candidate
 
 
@@ -193,8 +207,11 @@ class IMPManager:
                     view.mul_(keep)  # x * 0 is exactly 0 whatever AdamW's weight decay or momentum did
         rnd.step_completed(rnd.steps + 1)
 
-    def run_with_trainer(self, build_trainer: Callable[[nn.Module, IMPRound], Any],
-                         evaluate: Callable[[Any], Mapping[str, Any]] | None = None) -> dict:
+    def run_with_trainer(
+        self,
+        build_trainer: Callable[[nn.Module, IMPRound], Any],
+        evaluate: Callable[[Any], Mapping[str, Any]] | None = None,
+    ) -> dict:
         """Run the remaining rounds with a NEW Trainer per round: ``build_trainer(model, round)``.
 
         Its ``args.output_dir`` must be ``round.checkpoint_dir``. Metrics: the train metrics plus
@@ -235,16 +252,27 @@ class IMPManager:
         full, full_std = self._full_score(), self.config.full_model_std
         rows = [{**row, "full_score": full, "full_std": full_std} for row in self.rows]
         return {
-            "config": self.config.to_dict(), "schedule": self.schedule, "world_size": self._distributed["world_size"],
-            "distributed": self._distributed, "rounds": rows, "matching": self.matching_round(),
-            "complete": self.done, "stopped_reason": self.stopped_reason,
+            "config": self.config.to_dict(),
+            "schedule": self.schedule,
+            "world_size": self._distributed["world_size"],
+            "distributed": self._distributed,
+            "rounds": rows,
+            "matching": self.matching_round(),
+            "complete": self.done,
+            "stopped_reason": self.stopped_reason,
             "early_bird_steps_saved": sum(row.get("early_bird_steps_saved") or 0 for row in self.rows),
         }
 
     def matching_round(self) -> dict:
         c = self.config
-        return matching_ticket(self.rows, c.matching_metric, self._full_score(), c.matching_tolerance,
-                               c.full_model_std, c.matching_greater_is_better)
+        return matching_ticket(
+            self.rows,
+            c.matching_metric,
+            self._full_score(),
+            c.matching_tolerance,
+            c.full_model_std,
+            c.matching_greater_is_better,
+        )
 
     # ------------------------------------------------------- start / resume
     def _start_or_resume(self) -> None:
@@ -254,8 +282,10 @@ class IMPManager:
             self._check_state(read_json(state_path))
             similarity = self.round_ticket(0).base_similarity(self.model)
             if similarity is not None and similarity < FINGERPRINT_MIN_SIMILARITY:
-                raise TicketError(f"{self.output_dir} holds an IMP run started from other weights than this model's "
-                                  f"(fingerprint similarity {similarity:.2f}); pass the same model or a new output_dir")
+                raise TicketError(
+                    f"{self.output_dir} holds an IMP run started from other weights than this model's "
+                    f"(fingerprint similarity {similarity:.2f}); pass the same model or a new output_dir"
+                )
             self.theta0 = load_file(self.output_dir / THETA0_FILE)
             if (self.output_dir / REWIND_FILE).is_file():
                 self._theta_rewind = load_file(self.output_dir / REWIND_FILE)
@@ -285,31 +315,41 @@ class IMPManager:
             return
         ticket_dir = self.round_dir(self._next_round) / TICKET_DIR
         if not (ticket_dir / MASKS_FILE).is_file():
-            raise TicketError(f"{ticket_dir} is missing although round {self._next_round - 1} finished: that round was the "
-                              f"last of the earlier run, so its weights were not pruned. Extend runs in a new output_dir.")
+            raise TicketError(
+                f"{ticket_dir} is missing although round {self._next_round - 1} finished: that round was the "
+                f"last of the earlier run, so its weights were not pruned. Extend runs in a new output_dir."
+            )
         self._ticket = Ticket.from_pretrained(ticket_dir)
         if started and self._main:
             self._write_state()  # only once the run is known to continue with these settings
         if self.config.baseline == "standard_pruning" and self._next_round > 0:
             self._final_weights = load_file(self.round_dir(self._next_round - 1) / FINAL_WEIGHTS_FILE)
         if self._next_round:
-            logger.info("IMP: resuming %s at round %d (%d complete)", self.output_dir, self._next_round, self._next_round)
+            logger.info(
+                "IMP: resuming %s at round %d (%d complete)", self.output_dir, self._next_round, self._next_round
+            )
 
     def _check_state(self, state: Mapping) -> None:
         old, new = state.get("config", {}), self.config.to_dict()
         differing = [k for k in IDENTITY if old.get(k) != new.get(k)]
         if differing:
             what = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in differing)
-            raise TicketError(f"{self.output_dir} holds an IMP run with other settings ({what}); "
-                              "rerun with the same settings or use a new output_dir")
+            raise TicketError(
+                f"{self.output_dir} holds an IMP run with other settings ({what}); "
+                "rerun with the same settings or use a new output_dir"
+            )
         for r, (a, b) in enumerate(zip(state.get("schedule", []), self.schedule)):
             if abs(a - b) > 1e-12:
-                raise TicketError(f"the sparsity schedule differs from the run in {self.output_dir} at round {r} "
-                                  f"({a} there, {b} here); use a new output_dir")
+                raise TicketError(
+                    f"the sparsity schedule differs from the run in {self.output_dir} at round {r} "
+                    f"({a} there, {b} here); use a new output_dir"
+                )
 
     def _write_state(self) -> None:
-        atomic_write_json(self.output_dir / STATE_FILE, {"config": self.config.to_dict(), "schedule": self.schedule,
-                                                         "distributed": self._distributed})
+        atomic_write_json(
+            self.output_dir / STATE_FILE,
+            {"config": self.config.to_dict(), "schedule": self.schedule, "distributed": self._distributed},
+        )
 
     def _read_rows(self) -> list[dict]:
         rows = []
@@ -327,9 +367,15 @@ class IMPManager:
         theirs = state["schedule"]
         if any(a != b for a, b in zip(theirs, self.schedule)):
             raise TicketError(f"reference_dir {self._reference} used the schedule {theirs}, this run {self.schedule}")
-        missing = [r for r in range(len(self.schedule)) if not (self._reference / f"round_{r:02d}" / TICKET_DIR / MASKS_FILE).is_file()]
+        missing = [
+            r
+            for r in range(len(self.schedule))
+            if not (self._reference / f"round_{r:02d}" / TICKET_DIR / MASKS_FILE).is_file()
+        ]
         if missing:
-            raise TicketError(f"reference_dir {self._reference} has no ticket yet for rounds {missing}: finish that IMP run first")
+            raise TicketError(
+                f"reference_dir {self._reference} has no ticket yet for rounds {missing}: finish that IMP run first"
+            )
 
     def _reinitialise(self, base_ticket: Ticket) -> None:
         """random_reinit: one fixed random initialisation (seeded), the same in every round.
@@ -343,11 +389,15 @@ class IMPManager:
         load_full_state_dict(self._module, fresh.state_dict())
         similarity = base_ticket.base_similarity(self.model)
         if similarity is not None and similarity >= FINGERPRINT_MIN_SIMILARITY:
-            raise TicketError(f"the random re-initialisation is still the pre-trained weights (similarity {similarity:.2f})")
+            raise TicketError(
+                f"the random re-initialisation is still the pre-trained weights (similarity {similarity:.2f})"
+            )
 
     # ------------------------------------------------------------- rounds
     def _rounds(self, total_steps: int | None, mask_gradients: bool) -> Iterator[IMPRound]:
-        bar = tqdm(total=len(self.schedule), initial=self._next_round, desc="IMP rounds", unit="round", disable=not self._main)
+        bar = tqdm(
+            total=len(self.schedule), initial=self._next_round, desc="IMP rounds", unit="round", disable=not self._main
+        )
         redirect = logging_redirect_tqdm()  # log lines above the bar instead of glued to it
         redirect.__enter__()
         try:
@@ -355,7 +405,9 @@ class IMPManager:
                 rnd = self._begin_round(total_steps, mask_gradients)
                 yield rnd
                 if not rnd.finished:
-                    raise TicketError(f"round {rnd.index} was not finished: call round.finish(metrics) at the end of every round")
+                    raise TicketError(
+                        f"round {rnd.index} was not finished: call round.finish(metrics) at the end of every round"
+                    )
                 bar.update(1)
                 bar.set_postfix(sparsity=f"{rnd.sparsity:.4f}")
         finally:
@@ -372,7 +424,9 @@ class IMPManager:
         elif r > 0 and config.rewind == "step":
             start = self._theta_rewind
             if start is None:
-                raise TicketError(f"no θ_{config.rewind_steps} to rewind to: round 0 never reached step {config.rewind_steps}")
+                raise TicketError(
+                    f"no θ_{config.rewind_steps} to rewind to: round 0 never reached step {config.rewind_steps}"
+                )
         else:
             start = self.theta0  # every weight, the task head's initial random init included
         with torch.no_grad():
@@ -387,8 +441,11 @@ class IMPManager:
         if mask_gradients and self._ticket.num_pruned:
             # As in TicketCallback: sharded parameters get their gradients from FSDP/DeepSpeed, not
             # from autograd accumulation, so only whole ones are hooked; all are re-zeroed after steps.
-            rnd._hooks = [p.register_post_accumulate_grad_hook(_grad_masker(keep))
-                          for (_, keep), p in zip(rnd._keep, params.values()) if not is_dtensor(p)]
+            rnd._hooks = [
+                p.register_post_accumulate_grad_hook(_grad_masker(keep))
+                for (_, keep), p in zip(rnd._keep, params.values())
+                if not is_dtensor(p)
+            ]
         self._round = rnd
         return rnd
 
@@ -398,7 +455,9 @@ class IMPManager:
         if baseline == "random_reinit":
             new = Ticket.from_pretrained(self._reference / f"round_{index + 1:02d}" / TICKET_DIR)
             if abs(new.sparsity - sparsity) > 1.0 / new.num_weights + 1e-12:
-                raise TicketError(f"reference ticket of round {index + 1} has sparsity {new.sparsity}, the schedule {sparsity}")
+                raise TicketError(
+                    f"reference ticket of round {index + 1} has sparsity {new.sparsity}, the schedule {sparsity}"
+                )
             new.config.provenance.pop("metrics", None)  # the reference's scores, not this run's
         elif baseline == "random_pruning":
             new = prune(self.model, sparsity, strategy="random", ticket=ticket, seed=self.config.imp_seed)
@@ -408,9 +467,13 @@ class IMPManager:
 
     def _annotate(self, ticket: Ticket, index: int) -> Ticket:
         c = self.config
-        ticket.config.provenance.update(method="imp", imp_round=index, baseline=None if c.baseline == "none" else c.baseline,
-                                        rewind=c.rewind if c.rewind == "init" else f"step {c.rewind_steps}",
-                                        schedule=c.sparsity_schedule or f"prune_fraction {c.prune_fraction}")
+        ticket.config.provenance.update(
+            method="imp",
+            imp_round=index,
+            baseline=None if c.baseline == "none" else c.baseline,
+            rewind=c.rewind if c.rewind == "init" else f"step {c.rewind_steps}",
+            schedule=c.sparsity_schedule or f"prune_fraction {c.prune_fraction}",
+        )
         return ticket
 
     def _finish(self, rnd: IMPRound, metrics: dict, train_steps, planned_steps, train_time_s) -> None:
@@ -425,10 +488,18 @@ class IMPManager:
         steps = rnd.steps if train_steps is None else int(train_steps)
         planned = planned_steps if planned_steps is not None else rnd.planned_steps
         saved = max(planned - steps, 0) if rnd.should_stop and planned else 0
-        row = make_row(rnd.index, rnd.sparsity, None if self.config.baseline == "none" else self.config.baseline, metrics,
-                       train_time_s=round(train_time, 3), train_steps=steps, planned_steps=planned,
-                       early_bird_stopped=rnd.should_stop, early_bird_steps_saved=saved,
-                       ticket=str(Path(rnd.output_dir.name) / TICKET_DIR))
+        row = make_row(
+            rnd.index,
+            rnd.sparsity,
+            None if self.config.baseline == "none" else self.config.baseline,
+            metrics,
+            train_time_s=round(train_time, 3),
+            train_steps=steps,
+            planned_steps=planned,
+            early_bird_stopped=rnd.should_stop,
+            early_bird_steps_saved=saved,
+            ticket=str(Path(rnd.output_dir.name) / TICKET_DIR),
+        )
         stop = rnd.index > 0 and self.config.stop_when_not_matching and not self._matches(row)
         self.rows.append(row)
         next_ticket = None
@@ -456,10 +527,15 @@ class IMPManager:
     def _check_masked(self, rnd: IMPRound) -> None:
         params = rnd.ticket.parameters_of(self.model)
         with torch.no_grad():
-            alive = sum(int(torch.count_nonzero(full_weight(params[n])[~m.to(params[n].device)])) for n, m in rnd.ticket.masks.items())
+            alive = sum(
+                int(torch.count_nonzero(full_weight(params[n])[~m.to(params[n].device)]))
+                for n, m in rnd.ticket.masks.items()
+            )
         if alive:
-            raise TicketError(f"round {rnd.index}: {alive} pruned weights are nonzero at the end of training, so the scores are "
-                              f"not the ticket's. Call manager.apply_masks() after every optimizer.step().")
+            raise TicketError(
+                f"round {rnd.index}: {alive} pruned weights are nonzero at the end of training, so the scores are "
+                f"not the ticket's. Call manager.apply_masks() after every optimizer.step()."
+            )
 
     def _capture_rewind(self) -> None:
         self._theta_rewind = _snapshot(self._module)
@@ -477,16 +553,28 @@ class IMPManager:
         c, full = self.config, self._full_score()
         score = row.get(c.matching_metric)
         if full is None or score is None:
-            raise TicketError(f"stop_when_not_matching needs {c.matching_metric!r} in the metrics of round 0 and of round "
-                              f"{row['round']}; round {row['round']} reported {sorted(k for k in row if k.startswith('eval'))}")
+            raise TicketError(
+                f"stop_when_not_matching needs {c.matching_metric!r} in the metrics of round 0 and of round "
+                f"{row['round']}; round {row['round']} reported {sorted(k for k in row if k.startswith('eval'))}"
+            )
         tolerance, _ = resolve_tolerance(full, c.matching_tolerance, c.full_model_std)
         return within_band(score, full, tolerance, greater_is_better(c.matching_metric, c.matching_greater_is_better))
 
     def _log_round(self, row: Mapping) -> None:
-        scores = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in self._metric_names(row) and isinstance(v, (int, float)))
+        scores = ", ".join(
+            f"{k} {v:.4g}" for k, v in row.items() if k in self._metric_names(row) and isinstance(v, (int, float))
+        )
         eb = f", early-bird saved {row['early_bird_steps_saved']} steps" if row["early_bird_stopped"] else ""
-        logger.info("IMP round %d/%d | sparsity %.4f | %s | %d steps in %.1f s%s", row["round"], len(self.schedule) - 1,
-                    row["sparsity"], scores or "no metrics", row["train_steps"], row["train_time_s"], eb)
+        logger.info(
+            "IMP round %d/%d | sparsity %.4f | %s | %d steps in %.1f s%s",
+            row["round"],
+            len(self.schedule) - 1,
+            row["sparsity"],
+            scores or "no metrics",
+            row["train_steps"],
+            row["train_time_s"],
+            eb,
+        )
 
     @staticmethod
     def _metric_names(row: Mapping) -> list[str]:
@@ -502,20 +590,28 @@ class IMPManager:
         if not isinstance(trainer, trainer_cls):
             raise TicketError(f"build_trainer must return a transformers.Trainer, got {type(trainer).__name__}")
         if trainer in self._trainers:
-            raise TicketError("build_trainer returned the Trainer of an earlier round: build a new one every round, "
-                              "else its optimizer state and (decayed) learning-rate schedule carry over")
+            raise TicketError(
+                "build_trainer returned the Trainer of an earlier round: build a new one every round, "
+                "else its optimizer state and (decayed) learning-rate schedule carry over"
+            )
         self._trainers.add(trainer)
         if unwrap_model(trainer.model) is not self._module:
             raise TicketError("build_trainer must build the Trainer on the model it is given (the manager's model)")
         if Path(trainer.args.output_dir).resolve() != rnd.checkpoint_dir.resolve():
-            raise TicketError(f"the round's Trainer must save under round.checkpoint_dir ({rnd.checkpoint_dir}), "
-                              f"not {trainer.args.output_dir}: resuming looks for its checkpoints there")
+            raise TicketError(
+                f"the round's Trainer must save under round.checkpoint_dir ({rnd.checkpoint_dir}), "
+                f"not {trainer.args.output_dir}: resuming looks for its checkpoints there"
+            )
 
     def _resumable_checkpoint(self, rnd: IMPRound) -> str | None:
         """The round's newest complete checkpoint (Trainer files and ticket); incomplete ones are removed."""
         found = None
         if self._main and rnd.checkpoint_dir.is_dir():
-            steps = sorted((int(p.name.split("-")[-1]), p) for p in rnd.checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit())
+            steps = sorted(
+                (int(p.name.split("-")[-1]), p)
+                for p in rnd.checkpoint_dir.glob("checkpoint-*")
+                if p.name.split("-")[-1].isdigit()
+            )
             for _, path in reversed(steps):
                 complete = all((path / f).is_file() for f in ("trainer_state.json", MASKS_FILE, CONFIG_FILE))
                 if complete and found is None:

@@ -12,34 +12,102 @@ from hf_tickets.core.strategies import get_strategy
 
 BASELINES = ("none", "random_pruning", "random_reinit", "standard_pruning")
 #: Settings a resumed run must share with the run in output_dir (the schedule is checked separately).
-IDENTITY = ("baseline", "rewind", "rewind_steps", "strategy", "targets", "imp_seed", "reference_dir",
-            "early_bird", "early_bird_threshold", "early_bird_patience", "early_bird_interval")
+IDENTITY = (
+    "baseline",
+    "rewind",
+    "rewind_steps",
+    "strategy",
+    "targets",
+    "imp_seed",
+    "reference_dir",
+    "early_bird",
+    "early_bird_threshold",
+    "early_bird_patience",
+    "early_bird_interval",
+)
 
 
 @dataclass
 class IMPConfig:
     """How to search for a ticket. Plain types only: recipes parse it with ``HfArgumentParser``."""
 
-    imp_rounds: int | None = field(default=None, metadata={"help": "Pruning rounds after the full model (round 0); default: until target_sparsity."})
-    target_sparsity: float = field(default=0.9, metadata={"help": "Stop once this sparsity is reached (the last round prunes just up to it)."})
-    prune_fraction: float = field(default=0.1, metadata={"help": "Share of the REMAINING weights pruned per round (paper: 0.1 -> 0.1, 0.19, 0.271, ...)."})
-    sparsity_schedule: str | None = field(default=None, metadata={"help": "Explicit sparsities, e.g. '0.1,0.2,...,0.9' (the paper's code); overrides prune_fraction and target_sparsity."})
-    rewind: str = field(default="init", metadata={"help": "Rewind surviving weights to θ0 ('init') or to θ_i after rewind_steps steps of round 0 ('step').", "choices": ["init", "step"]})
+    imp_rounds: int | None = field(
+        default=None,
+        metadata={"help": "Pruning rounds after the full model (round 0); default: until target_sparsity."},
+    )
+    target_sparsity: float = field(
+        default=0.9, metadata={"help": "Stop once this sparsity is reached (the last round prunes just up to it)."}
+    )
+    prune_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Share of the REMAINING weights pruned per round (paper: 0.1 -> 0.1, 0.19, 0.271, ...)."},
+    )
+    sparsity_schedule: str | None = field(
+        default=None,
+        metadata={
+            "help": "Explicit sparsities, e.g. '0.1,0.2,...,0.9' (the paper's code); overrides prune_fraction "
+            "and target_sparsity."
+        },
+    )
+    rewind: str = field(
+        default="init",
+        metadata={
+            "help": "Rewind surviving weights to θ0 ('init') or to θ_i after rewind_steps steps of round 0 ('step').",
+            "choices": ["init", "step"],
+        },
+    )
     rewind_steps: int = field(default=0, metadata={"help": "i for rewind='step'."})
-    strategy: str = field(default="global_magnitude", metadata={"help": "Pruning strategy (global_magnitude is the paper's)."})
-    targets: str = field(default="auto", metadata={"help": "Which weights to prune: a preset (auto = encoder linears), a regex or module names."})
-    baseline: str = field(default="none", metadata={"help": "none (IMP), random_pruning, random_reinit (needs reference_dir) or standard_pruning.", "choices": list(BASELINES)})
-    reference_dir: str | None = field(default=None, metadata={"help": "random_reinit: output_dir of the IMP run whose masks are reused."})
-    early_bird: bool = field(default=False, metadata={"help": "Stop a round early once the mask pruning would produce has stopped changing."})
-    early_bird_threshold: float = field(default=0.1, metadata={"help": "Early-bird: 'unchanged' = less than this share of the weights to prune changed since the last check."})
-    early_bird_patience: int = field(default=2, metadata={"help": "Early-bird: consecutive checks below the threshold before stopping."})
+    strategy: str = field(
+        default="global_magnitude", metadata={"help": "Pruning strategy (global_magnitude is the paper's)."}
+    )
+    targets: str = field(
+        default="auto",
+        metadata={"help": "Which weights to prune: a preset (auto = encoder linears), a regex or module names."},
+    )
+    baseline: str = field(
+        default="none",
+        metadata={
+            "help": "none (IMP), random_pruning, random_reinit (needs reference_dir) or standard_pruning.",
+            "choices": list(BASELINES),
+        },
+    )
+    reference_dir: str | None = field(
+        default=None, metadata={"help": "random_reinit: output_dir of the IMP run whose masks are reused."}
+    )
+    early_bird: bool = field(
+        default=False, metadata={"help": "Stop a round early once the mask pruning would produce has stopped changing."}
+    )
+    early_bird_threshold: float = field(
+        default=0.1,
+        metadata={
+            "help": "Early-bird: 'unchanged' = less than this share of the weights to prune changed since the "
+            "last check."
+        },
+    )
+    early_bird_patience: int = field(
+        default=2, metadata={"help": "Early-bird: consecutive checks below the threshold before stopping."}
+    )
     early_bird_interval: int = field(default=10, metadata={"help": "Early-bird: optimizer steps between checks."})
-    stop_when_not_matching: bool = field(default=False, metadata={"help": "Stop after the first round whose score leaves the matching band."})
+    stop_when_not_matching: bool = field(
+        default=False, metadata={"help": "Stop after the first round whose score leaves the matching band."}
+    )
     matching_metric: str = field(default="eval_accuracy", metadata={"help": "Metric that decides matching."})
-    matching_tolerance: float | None = field(default=None, metadata={"help": "Matching band below the full model's score; default full_model_std, else 1%% of the full score."})
-    full_model_std: float | None = field(default=None, metadata={"help": "Std of the full model's score over seeds (the paper's band)."})
-    matching_greater_is_better: bool | None = field(default=None, metadata={"help": "Default: True unless the metric name contains 'loss'."})
-    imp_seed: int = field(default=42, metadata={"help": "Seed set at the start of every round; also seeds random pruning and re-initialisation."})
+    matching_tolerance: float | None = field(
+        default=None,
+        metadata={
+            "help": "Matching band below the full model's score; default full_model_std, else 1%% of the full score."
+        },
+    )
+    full_model_std: float | None = field(
+        default=None, metadata={"help": "Std of the full model's score over seeds (the paper's band)."}
+    )
+    matching_greater_is_better: bool | None = field(
+        default=None, metadata={"help": "Default: True unless the metric name contains 'loss'."}
+    )
+    imp_seed: int = field(
+        default=42,
+        metadata={"help": "Seed set at the start of every round; also seeds random pruning and re-initialisation."},
+    )
 
     def __post_init__(self):
         self.schedule()  # validates imp_rounds, prune_fraction, target_sparsity, sparsity_schedule
@@ -53,11 +121,15 @@ class IMPConfig:
         if self.baseline not in BASELINES:
             raise TicketError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
         if (self.baseline == "random_reinit") != (self.reference_dir is not None):
-            raise TicketError("baseline='random_reinit' needs reference_dir (the IMP run whose masks it reuses), and only it uses one")
+            raise TicketError(
+                "baseline='random_reinit' needs reference_dir (the IMP run whose masks it reuses), and only it uses one"
+            )
         if self.baseline == "standard_pruning" and self.rewind != "init":
             raise TicketError("standard_pruning never rewinds: leave rewind='init', rewind_steps=0")
         if self.early_bird and self.baseline in ("random_pruning", "random_reinit"):
-            raise TicketError(f"early_bird watches the magnitude mask converge; {self.baseline} masks do not depend on training")
+            raise TicketError(
+                f"early_bird watches the magnitude mask converge; {self.baseline} masks do not depend on training"
+            )
         if not 0.0 < self.early_bird_threshold <= 1.0:
             raise TicketError(f"early_bird_threshold must be in (0, 1], got {self.early_bird_threshold}")
         if self.early_bird_patience < 1 or self.early_bird_interval < 1:

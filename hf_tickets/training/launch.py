@@ -114,7 +114,10 @@ def warn_if_single_process_requested() -> str | None:
     if is_initialized():
         why = f"the process group has {actual} member(s)"
     elif int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        why = "torch.distributed is not initialised in this process yet (create the Accelerator / TrainingArguments first)"
+        why = (
+            "torch.distributed is not initialised in this process yet "
+            "(create the Accelerator / TrainingArguments first)"
+        )
     else:
         why = "the launcher started a single process"
     message = (

@@ -29,11 +29,20 @@ RESULTS_CSV = "results.csv"
 DEFAULT_RELATIVE_TOLERANCE = 0.01
 #: Row keys that are bookkeeping, not scores: before and after the metrics in the CSV.
 LEADING_KEYS = ("round", "sparsity", "baseline")
-TRAILING_KEYS = ("train_time_s", "train_steps", "planned_steps", "early_bird_stopped", "early_bird_steps_saved", "ticket")
+TRAILING_KEYS = (
+    "train_time_s",
+    "train_steps",
+    "planned_steps",
+    "early_bird_stopped",
+    "early_bird_steps_saved",
+    "ticket",
+)
 REFERENCE_KEYS = ("full_score", "full_std")
 
 
-def make_row(round_index: int, sparsity: float, baseline: str | None, metrics: Mapping[str, Any], **bookkeeping) -> dict:
+def make_row(
+    round_index: int, sparsity: float, baseline: str | None, metrics: Mapping[str, Any], **bookkeeping
+) -> dict:
     row: dict[str, Any] = {"round": round_index, "sparsity": sparsity, "baseline": baseline}
     row.update({k: _plain(v) for k, v in metrics.items() if k not in (*LEADING_KEYS, *TRAILING_KEYS, *REFERENCE_KEYS)})
     row.update({k: bookkeeping.get(k) for k in TRAILING_KEYS})
@@ -54,12 +63,16 @@ def greater_is_better(metric: str, explicit: bool | None = None) -> bool:
     return explicit if explicit is not None else "loss" not in metric
 
 
-def resolve_tolerance(full_score: float, matching_tolerance: float | None, full_model_std: float | None) -> tuple[float, str]:
+def resolve_tolerance(
+    full_score: float, matching_tolerance: float | None, full_model_std: float | None
+) -> tuple[float, str]:
     if matching_tolerance is not None:
         return float(matching_tolerance), "matching_tolerance"
     if full_model_std is not None:
         return float(full_model_std), "full_model_std (one standard deviation, as in the paper)"
-    return abs(full_score) * DEFAULT_RELATIVE_TOLERANCE, f"default: {DEFAULT_RELATIVE_TOLERANCE:.0%} of the full model's score"
+    return abs(
+        full_score
+    ) * DEFAULT_RELATIVE_TOLERANCE, f"default: {DEFAULT_RELATIVE_TOLERANCE:.0%} of the full model's score"
 
 
 def within_band(score: float, full_score: float, tolerance: float, higher_is_better: bool) -> bool:

@@ -47,15 +47,21 @@ def _writes_mode(file, mode="r", *args, **kwargs):
 
 
 builtins.open = _recording(builtins.open, _writes_mode)
-os.replace, os.rename, os.mkdir, os.remove, os.unlink = (_recording(f) for f in (os.replace, os.rename, os.mkdir, os.remove, os.unlink))
+os.replace, os.rename, os.mkdir, os.remove, os.unlink = (
+    _recording(f) for f in (os.replace, os.rename, os.mkdir, os.remove, os.unlink)
+)
 shutil.rmtree = _recording(shutil.rmtree)
 _mkstemp = tempfile.mkstemp
-tempfile.mkstemp = lambda *a, dir=None, **k: (writes.append(f"mkstemp {dir}") if _under_out(dir or ".") else None) or _mkstemp(*a, dir=dir, **k)
+tempfile.mkstemp = lambda *a, dir=None, **k: (
+    (writes.append(f"mkstemp {dir}") if _under_out(dir or ".") else None) or _mkstemp(*a, dir=dir, **k)
+)
 
 # ---------------------------------------------------------------------- the loop
 accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(even_batches=False))
 generator = torch.Generator().manual_seed(0)
-examples = [{"input_ids": torch.randint(1, 99, (8,), generator=generator), "labels": torch.tensor(i % 2)} for i in range(9)]
+examples = [
+    {"input_ids": torch.randint(1, 99, (8,), generator=generator), "labels": torch.tensor(i % 2)} for i in range(9)
+]
 
 
 def imp(output_dir: Path, stop_after: int | None = None) -> dict:
@@ -89,7 +95,10 @@ def imp(output_dir: Path, stop_after: int | None = None) -> dict:
 if phase == "first":
     full = imp(out / "full")
     part = imp(out / "part", stop_after=1)
-    facts = {"full": {k: v for k, v in full.items() if k != "masks"}, "part": {k: v for k, v in part.items() if k != "masks"}}
+    facts = {
+        "full": {k: v for k, v in full.items() if k != "masks"},
+        "part": {k: v for k, v in part.items() if k != "masks"},
+    }
     masks = {**full["masks"], **part["masks"]}
 else:
     resumed = imp(out / "part")

@@ -26,7 +26,9 @@ model = tiny_model(BertForSequenceClassification)
 theta0 = {k: v.clone() for k, v in model.state_dict().items()}
 # 9 examples, batch 2, even_batches=False: rank 0 gets 3 batches, rank 1 gets 2.
 generator = torch.Generator().manual_seed(0)
-examples = [{"input_ids": torch.randint(1, 99, (8,), generator=generator), "labels": torch.tensor(i % 2)} for i in range(9)]
+examples = [
+    {"input_ids": torch.randint(1, 99, (8,), generator=generator), "labels": torch.tensor(i % 2)} for i in range(9)
+]
 loader = torch.utils.data.DataLoader(examples, batch_size=2)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
 model, optimizer, loader = accelerator.prepare(model, optimizer, loader)

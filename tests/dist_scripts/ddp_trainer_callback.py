@@ -51,15 +51,25 @@ class ZeroProbe(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         ticket = self.ticket_callback.ticket
-        alive = sum(int(torch.count_nonzero(p.detach()[~ticket.masks[n]])) for n, p in ticket.parameters_of(model).items())
+        alive = sum(
+            int(torch.count_nonzero(p.detach()[~ticket.masks[n]])) for n, p in ticket.parameters_of(model).items()
+        )
         self.checks.append((state.global_step, alive))
 
 
 def train(max_steps, resume, sparsity):
     model = use_true_loss(tiny_model(BertForSequenceClassification))
     args = TrainingArguments(
-        output_dir=out, per_device_train_batch_size=2, max_steps=max_steps, save_steps=3, logging_steps=1,
-        learning_rate=1e-2, use_cpu=True, report_to=[], seed=0, disable_tqdm=True,
+        output_dir=out,
+        per_device_train_batch_size=2,
+        max_steps=max_steps,
+        save_steps=3,
+        logging_steps=1,
+        learning_rate=1e-2,
+        use_cpu=True,
+        report_to=[],
+        seed=0,
+        disable_tqdm=True,
     )
     # Every rank prunes; the masks are rank 0's. Pruning needs the process group, which
     # TrainingArguments has started.

@@ -17,11 +17,14 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     message = warn_if_single_process_requested()
 warn_if_single_process_requested()  # as a script would call it: printed to stderr
-dump(sys.argv[1], {
-    "message": message,
-    "warned": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
-    "world_size": world_size(),
-    "num_processes": accelerator.num_processes,
-    "requested": requested_num_processes(),
-})
+dump(
+    sys.argv[1],
+    {
+        "message": message,
+        "warned": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
+        "world_size": world_size(),
+        "num_processes": accelerator.num_processes,
+        "requested": requested_num_processes(),
+    },
+)
 finish()

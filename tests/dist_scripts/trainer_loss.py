@@ -56,7 +56,11 @@ def run(name: str, per_device_batch: int, accumulation: int, fix: bool) -> None:
     trainer.train()
     history = [e for e in trainer.state.log_history if "loss" in e]
     if is_main_process():
-        record = {"world_size": world_size(), "loss": [e["loss"] for e in history], "grad_norm": [e["grad_norm"] for e in history]}
+        record = {
+            "world_size": world_size(),
+            "loss": [e["loss"] for e in history],
+            "grad_norm": [e["grad_norm"] for e in history],
+        }
         (out / f"{name}.json").write_text(json.dumps(record))
 
 

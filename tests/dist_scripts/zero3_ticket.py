@@ -79,7 +79,9 @@ for step in range(3):
         for name, p in params.items():
             zero_pruned_(p, ticket.masks[name])
     facts["gathered_after_step"] = sorted({p.data.numel() > 0 for p in params.values()})
-    alive_after_steps.append(sum(int(torch.count_nonzero(full_weight(p)[~ticket.masks[name]])) for name, p in params.items()))
+    alive_after_steps.append(
+        sum(int(torch.count_nonzero(full_weight(p)[~ticket.masks[name]])) for name, p in params.items())
+    )
 facts["alive_after_steps"] = alive_after_steps
 changed = sum(int((full_weight(p) != ticket.parameters_of(reference)[n].detach()).sum()) for n, p in params.items())
 facts["kept_weights_trained"] = changed > 0
