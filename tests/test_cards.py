@@ -101,10 +101,11 @@ def test_model_index_holds_scores_only_and_the_body_formats_numbers_for_people(t
         "train_steps": 600,
     }
     rows = [{**r, **logged} for r in RESULTS]
-    card = ticket_card(ticket, results=rows)
+    card = ticket_card(ticket, results=rows, results_file="ticket_results.json")
     assert [r.metric_type for r in card.data.eval_results] == ["accuracy"]  # eval_loss: not a headline score
     assert "132663238656" not in card.content and "total_flos" not in card.content
     assert "| ticket (IMP) | 2 | 50.00% | 0.9200 |" in card.text and "`ticket_results.json`" in card.text
+    assert "ticket_results.json" not in ticket_card(ticket, results=rows).text  # no file written, none named
     assert format_number(132663238656.0) == "132,663,238,656" and format_number(600) == "600"
     assert format_number(88.54321) == "88.54" and format_number(0.00012) == "1.20e-04"
 
@@ -162,7 +163,9 @@ def test_body_has_every_section_once_with_the_data(ticket):
 
 
 def test_without_results_the_empty_sections_are_left_out(ticket):
+    ticket.config.provenance["baseline"] = None
     card = ticket_card(ticket)
+    assert "| Baseline |" not in card.text  # nor rows without a value
     assert sections(card.text) == ["summary", "usage", "how_found", "sparsity", "provenance"]
     assert "model-index" not in card.data.to_dict() and "## Transfer" not in card.text
 

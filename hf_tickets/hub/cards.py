@@ -31,6 +31,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.models.auto import modeling_auto
 
+from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.provenance import is_hub_repo_id
 from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
 from hf_tickets.core.version import __version__
@@ -172,6 +173,17 @@ def results_record(
         "rounds": [dict(r) for r in results or []],
         "transfer": [dict(t) for t in transfer or []],
     }
+
+
+def write_results_file(
+    folder: str | Path,
+    ticket: Ticket,
+    results: Sequence[Mapping] | None,
+    transfer: Sequence[Mapping] | None = None,
+    main_metric: str | None = None,
+) -> Path:
+    """``folder/ticket_results.json``: :func:`results_record`, for the repo beside the card."""
+    return atomic_write_json(Path(folder) / RESULTS_FILE, results_record(ticket, results, transfer, main_metric))
 
 
 def _metrics_at_ticket(ticket: Ticket, results: Sequence[Mapping] | None) -> dict[str, float]:
@@ -328,7 +340,7 @@ def _result_values(ticket, results, main_metric) -> dict[str, Any]:
     }
 
 
-def _template_values(ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric) -> dict:
+def _template_values(ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric, results_file):
     config = ticket.config
     base, base_text = _base_reference(ticket)
     what = {"ticket": "Lottery ticket", "dense": "Sparse model", "compact": "Sparse model (compact)"}[kind]
@@ -337,7 +349,7 @@ def _template_values(ticket, results, transfer, plot_path, repo_id, kind, model_
     how_found += [
         (key.replace("_", " ").capitalize(), _fmt(v))
         for key, v in config.provenance.items()
-        if key not in _NOT_HOW_FOUND
+        if key not in _NOT_HOW_FOUND and v not in (None, "", [], {})
     ]
     summary = {
         "ticket": "A lottery ticket: a pruning mask for the base model above, to apply before fine-tuning.",
@@ -360,7 +372,7 @@ def _template_values(ticket, results, transfer, plot_path, repo_id, kind, model_
             for name, s in ticket.per_tensor_sparsity.items()
         ],
         "plot_path": plot_path if results else None,
-        "results_file": RESULTS_FILE,
+        "results_file": results_file,
         "transfer_rows": [
             {
                 "source": _fmt(t.get("source")),
@@ -424,6 +436,7 @@ def ticket_card(
     checkpoint: str | None = None,
     model_class: str | None = None,
     main_metric: str | None = None,
+    results_file: str | None = None,
 ) -> ModelCard:
     """The model card of a ticket repo, or of a sparse-model repo (``checkpoint="dense"``/``"compact"``).
 
@@ -434,10 +447,13 @@ def ticket_card(
     ``repo_id``: for the usage code (else a placeholder that :func:`fill_repo_id` replaces);
     ``model_class``: the sparse model's class name (``BertForSequenceClassification``), which sets
     the ``pipeline_tag``; ``main_metric``: the headline score (default: ``provenance["main_metric"]``,
-    else the first non-loss score logged).
+    else the first non-loss score logged); ``results_file``: the repo file holding every logged number
+    (written by :func:`write_results_file`), which the card then points to.
     """
     kind = _kind(checkpoint)
-    values = _template_values(ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric)
+    values = _template_values(
+        ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric, results_file
+    )
     data = card_data(
         ticket, results, title=values["title"], checkpoint=checkpoint, model_class=model_class, main_metric=main_metric
     )

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, constants
 
-from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
-from hf_tickets.hub.cards import RESULTS_FILE, fill_repo_id, plot_results, results_record, ticket_card
+from hf_tickets.hub.cards import fill_repo_id, plot_results, ticket_card, write_results_file
 from hf_tickets.hub.hub_api import ALLOW_PATTERNS, CARD_FILE, PLOT_FILE, TicketHubError, api_client, hub_errors
 from hf_tickets.hub.sparse_checkpoint import COMPACT_SUFFIX, save_sparse_checkpoint
 
@@ -94,8 +93,9 @@ def _write_card(
     main_metric: str | None = None,
 ) -> None:
     plot_path = PLOT_FILE if results and plot_results(ticket, results, folder / PLOT_FILE, main_metric) else None
+    results_file = None
     if results or transfer:
-        atomic_write_json(folder / RESULTS_FILE, results_record(ticket, results, transfer, main_metric))
+        results_file = write_results_file(folder, ticket, results, transfer, main_metric).name
     with tempfile.TemporaryDirectory() as scratch:
         existing = _remote_card(api, repo_id, revision, Path(scratch))
     card = ticket_card(
@@ -108,6 +108,7 @@ def _write_card(
         checkpoint=checkpoint,
         model_class=model_class,
         main_metric=main_metric,
+        results_file=results_file,
     )
     card.save(folder / CARD_FILE)
 
