@@ -20,8 +20,9 @@ from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassifi
 import hf_tickets
 from hf_tickets.commands.cli import main as cli_main
 from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE
-from hf_tickets.hub.cards import RESULTS_FILE, ticket_card
+from hf_tickets.hub.cards import RESULTS_FILE, ticket_card, write_results_file
 from hf_tickets.hub.hub_api import TicketHubError
+from hf_tickets.hub.sparse_checkpoint import save_sparse_checkpoint
 from hf_tickets.hub.upload import push_sparse_checkpoint
 
 BASE = "test-org/tiny-bert"
@@ -126,6 +127,7 @@ def test_dense_sparse_model_repo_works_with_transformers_alone(hub_server, base_
     assert (result.metric_type, result.metric_value) == ("accuracy", 0.89)
     assert (result.dataset_type, result.dataset_config, result.dataset_split) == ("nyu-mll/glue", "sst2", "validation")
     ModelCardData(**card.data.to_dict())  # the Hub's own data classes accept the metadata as written
+    card.validate()  # and the Hub's YAML check (the local Hub's /api/validate-yaml)
     # Bookkeeping lives in the JSON file beside the card (and never prints as 132663238656.0000).
     record = json.loads(
         Path(api.hf_hub_download("test-org/sparse-sst2", RESULTS_FILE, cache_dir=tmp_path / "d")).read_text()
@@ -178,6 +180,24 @@ def test_cli_push_fills_the_repo_id_into_a_card_written_before(hub_server, base_
     card = ModelCard.load("test-org/cli-card")
     assert 'Ticket.from_pretrained("test-org/cli-card")' in card.text and "<this repo>" not in card.text
     assert "<this repo>" in (tmp_path / "ticket" / "README.md").read_text()  # the local file is left as it was
+
+
+def test_cli_push_of_a_saved_sparse_checkpoint_makes_a_sparse_model_repo(hub_server, base_folder, tmp_path):
+    upload_folder(BASE, base_folder)
+    model = BertForSequenceClassification.from_pretrained(BASE)
+    ticket = hf_tickets.prune(model, 0.5)
+    ticket.config.provenance.update(GLUE_SST2)
+    folder = save_sparse_checkpoint(model, ticket, tmp_path / "ckpt", tokenizer=AutoTokenizer.from_pretrained(BASE))
+    write_results_file(folder, ticket, RESULTS)  # what a recipe leaves beside the checkpoint
+
+    assert cli_main(["push", str(folder), "test-org/from-cli"]) == 0
+    card = ModelCard.load("test-org/from-cli")
+    assert (card.data.library_name, card.data.pipeline_tag) == ("transformers", "text-classification")
+    assert "| ticket (IMP) | 1 | 50.00% | 0.8900 | 0.8700 | 0.4000 |" in card.text
+    assert card.data.eval_results[0].metric_value == 0.89
+    assert {"tokenizer.json", RESULTS_FILE, "sparsity_vs_score.png"} <= {
+        f.path for f in HfApi().list_repo_tree("test-org/from-cli")
+    }
 
 
 def test_base_model_is_the_hub_origin_even_from_a_local_snapshot(hub_server, base_folder, tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, constants
 
 from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
-from hf_tickets.hub.cards import fill_repo_id, plot_results, ticket_card, write_results_file
+from hf_tickets.hub.cards import RESULTS_FILE, fill_repo_id, plot_results, ticket_card, write_results_file
 from hf_tickets.hub.hub_api import ALLOW_PATTERNS, CARD_FILE, PLOT_FILE, TicketHubError, api_client, hub_errors
 from hf_tickets.hub.sparse_checkpoint import COMPACT_SUFFIX, save_sparse_checkpoint
 
@@ -77,6 +77,15 @@ def _check_tokenizer(folder: Path) -> None:
             "AutoTokenizer.from_pretrained(repo) silently builds a wrong one. Save the model's tokenizer "
             "there (tokenizer.save_pretrained(dir)) or pass tokenizer= to push_sparse_checkpoint"
         )
+
+
+def _saved_results(path: Path, main_metric: str | None) -> tuple[list, list, str | None]:
+    """(rounds, transfer, main metric) from a folder's ``ticket_results.json``, so its card can be regenerated."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return list(record["rounds"]), list(record.get("transfer") or []), main_metric or record.get("main_metric")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TicketHubError(f"{path} is not a results file written by hf_tickets (rounds expected): {err}") from err
 
 
 def _write_card(
@@ -152,7 +161,8 @@ def push_folder(
     folder with model weights must hold its tokenizer (else :class:`TicketHubError`). Without a
     ``README.md`` in the folder (and with ``create_card``) the card is generated: a sparse-model card
     when the folder holds weights (``checkpoint`` and ``model_class`` default to what the folder
-    holds), else a ticket card. A ``README.md`` already there is pushed with ``repo_id`` filled in.
+    holds), else a ticket card, fed by ``results``/``transfer`` or else by the folder's
+    ``ticket_results.json``. A ``README.md`` already there is pushed with ``repo_id`` filled in.
     """
     folder = Path(folder)
     if not (folder / MASKS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
@@ -160,6 +170,8 @@ def push_folder(
     checkpoint = checkpoint or checkpoint_kind(folder)
     if checkpoint:
         _check_tokenizer(folder)
+    if results is None and transfer is None and (folder / RESULTS_FILE).is_file():
+        results, transfer, main_metric = _saved_results(folder / RESULTS_FILE, main_metric)
     ticket = Ticket.from_pretrained(folder)
     api = api_client(token)
     message = commit_message or f"Upload hf_tickets ticket ({100 * ticket.sparsity:.1f}% sparse)"
