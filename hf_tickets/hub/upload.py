@@ -11,7 +11,6 @@ tokens, and ``pipeline(task, model=repo)`` runs with it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -25,8 +24,6 @@ from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
 from hf_tickets.hub.cards import RESULTS_FILE, fill_repo_id, plot_results, ticket_card, write_results_file
 from hf_tickets.hub.hub_api import ALLOW_PATTERNS, CARD_FILE, PLOT_FILE, TicketHubError, api_client, hub_errors
 from hf_tickets.hub.sparse_checkpoint import COMPACT_SUFFIX, save_sparse_checkpoint
-
-logger = logging.getLogger(__name__)
 
 #: Tokenizer files that are not JSON (WordPiece/BPE vocabularies, sentencepiece models): safe, not pickles.
 TOKENIZER_FILES = ["vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model"]
