@@ -127,6 +127,8 @@ def test_sparse_model_cards_are_transformers_models_with_their_pipeline_tag(tick
     compact = ticket_card(ticket, checkpoint="compact", model_class="BertForMaskedLM", repo_id="org/m")
     assert (compact.data.library_name, compact.data.pipeline_tag) == ("hf_tickets", None)
     assert "hf-tickets pull org/m ./sparse-model" in compact.text
+    over_dense = ticket_card(ticket, checkpoint="compact", model_class="BertForMaskedLM", existing=dense)
+    assert (over_dense.data.library_name, over_dense.data.pipeline_tag) == ("hf_tickets", None)
     assert "AutoModelForMaskedLM.from_pretrained('./sparse-model')" in compact.text
     assert model_task("BertForQuestionAnswering") == ("question-answering", "AutoModelForQuestionAnswering")
     assert model_task("BertModel") == ("feature-extraction", "AutoModel")

@@ -46,6 +46,8 @@ REPO_PLACEHOLDER = "<this repo>"
 RESULTS_FILE = "ticket_results.json"
 SECTION_RE = re.compile(r"<!-- hf_tickets:section:(\w+) -->.*?<!-- /hf_tickets:section:\1 -->", re.DOTALL)
 UNKNOWN_BASE = "unknown (loaded from a local directory)"
+# Metadata a regenerated card always sets from its own data (a pushed compact form drops a dense pipeline_tag).
+_OWNED_METADATA = {"library_name", "pipeline_tag", "base_model", "datasets"}
 # Provenance keys the card shows elsewhere (metadata, model-index) or that are scores.
 _NOT_HOW_FOUND = {"metrics", "main_metric", "task_type", "dataset", "dataset_name", "dataset_config", "dataset_split"}
 # (pipeline tag, Auto class, transformers' name mapping of the classes that do the task), most specific first.
@@ -463,9 +465,10 @@ def ticket_card(
 
     old = existing if isinstance(existing, ModelCard) else ModelCard(str(existing), ignore_metadata_errors=True)
     keep = {name for name, given in (("results", results), ("transfer", transfer)) if not given}
-    old_meta = old.data.to_dict()
-    if results:  # the model-index is rebuilt from the new results, never left from an older card
-        old_meta.pop("model-index", None)
+    # What kind of repo this is (and where it came from) is the new card's to say, even where it says nothing;
+    # the model-index is rebuilt from new results, never left from an older card. A person's keys stay.
+    owned = _OWNED_METADATA | ({"model-index"} if results else set())
+    old_meta = {k: v for k, v in old.data.to_dict().items() if k not in owned}
     merged_meta = {**old_meta, **{k: v for k, v in data.to_dict().items() if v is not None}}
     merged_meta["tags"] = list(dict.fromkeys((old.data.get("tags") or []) + (data.tags or [])))
     merged_text = merge_sections(old.text, card.text, keep)
