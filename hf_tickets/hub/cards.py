@@ -288,7 +288,7 @@ def _usage(ticket: Ticket, repo_id: str | None, kind: str, model_class: str | No
         intro = (
             "A standard transformers checkpoint (pruned weights are stored as zeros), with its tokenizer: "
             "no hf_tickets needed. The ticket files beside it (`ticket_masks.safetensors`, `ticket_config.json`) "
-            "let hf_tickets keep it sparse while fine-tuning further (`Ticket.from_pretrained(repo)`)."
+            f'let hf_tickets keep it sparse while fine-tuning further (`Ticket.from_pretrained("{repo}")`).'
         )
         lines = [f"from transformers import {auto_class}" + (", pipeline" if pipeline_tag else ""), ""]
         if pipeline_tag:
