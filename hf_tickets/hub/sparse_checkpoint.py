@@ -15,6 +15,7 @@ cannot read the compact form by design: ``hf-tickets convert SRC DST --to dense`
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -27,6 +28,8 @@ from hf_tickets.core.atomic_files import atomic_write
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket import MASKS_FILE, Ticket
 from hf_tickets.core.ticket_files import pack_mask, unpack_mask
+
+logger = logging.getLogger(__name__)
 
 DENSE_FILE = "model.safetensors"
 COMPACT_FILE = "model.compact.safetensors"
@@ -183,16 +186,28 @@ def convert(src: str | Path, dst: str | Path, to: str, *, keep_source: bool = Tr
     return written
 
 
-def save_sparse_checkpoint(model, ticket: Ticket, directory: str | Path, *, compact: bool = False) -> Path:
-    """Zero ``ticket``'s pruned weights in ``model`` (in place) and save model + ticket to ``directory``.
+def save_sparse_checkpoint(
+    model, ticket: Ticket, directory: str | Path, *, compact: bool = False, tokenizer=None
+) -> Path:
+    """Zero ``ticket``'s pruned weights in ``model`` (in place) and save model + ticket (+ ``tokenizer``).
 
     The model may be fine-tuned, so its weights are not checked against the ticket's base
     (shapes and names still are). With ``compact=True`` the weights are stored only in the compact form.
+    ``tokenizer`` (anything with ``save_pretrained``: a tokenizer or processor) makes the directory a
+    complete model folder; without one, a warning says so unless the directory already holds one.
     """
     directory = Path(directory)
     ticket.apply(model, verify_base=False)
     model.save_pretrained(directory)
     ticket.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    elif not (directory / "tokenizer_config.json").is_file():
+        logger.warning(
+            "%s has no tokenizer: pass tokenizer= to save_sparse_checkpoint, else AutoTokenizer and pipeline() "
+            "cannot use it (and hf-tickets push refuses it)",
+            directory,
+        )
     if compact:
         convert(directory, directory, "compact", keep_source=False)
     return directory

@@ -114,11 +114,46 @@ def matching_ticket(
 
 
 def metric_keys(rows: Sequence[Mapping]) -> list[str]:
-    """The metric names of the rows, in first-seen order."""
+    """Every logged key of the rows besides the round bookkeeping, in first-seen order (the CSV's columns).
+
+    These include Trainer statistics (runtimes, throughput, ``total_flos``); :func:`metric_names`
+    picks the evaluation scores among them.
+    """
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in (*LEADING_KEYS, *TRAILING_KEYS, *REFERENCE_KEYS) and k not in keys]
     return keys
+
+
+#: Trainer statistics that are logged beside the scores but measure the run, not the model.
+_RUN_STATISTICS = {"epoch", "step", "seed", "total_flos", "runtime", "combined_score"}
+_RUN_STATISTIC_SUFFIXES = ("_runtime", "_per_second", "_flos", "_mem_cpu_alloc_delta", "_mem_cpu_peaked_delta")
+#: Prefixes the Trainer puts before a score (``metric_key_prefix``); ``train_`` values describe training.
+_SCORE_PREFIXES = ("eval_", "test_", "predict_")
+
+
+def is_metric(key: str, value: Any = 0.0) -> bool:
+    """Whether a logged ``key: value`` is an evaluation score of the model (THE rule, used everywhere).
+
+    Scores are finite numbers that are not round bookkeeping (``round``, ``sparsity``, train time,
+    steps...), not training statistics (``train_loss``, ``train_runtime``, anything ``train_``), not
+    Trainer run statistics (``epoch``, ``total_flos``, ``*_runtime``, ``*_per_second``) and not
+    ``combined_score`` (the stock run_glue's mean of the other scores). ``eval_loss`` is a score.
+    """
+    if not _is_number(value) or key in (*LEADING_KEYS, *TRAILING_KEYS, *REFERENCE_KEYS):
+        return False
+    if key.startswith("train_") or key.endswith(_RUN_STATISTIC_SUFFIXES):
+        return False
+    bare = next((key[len(p) :] for p in _SCORE_PREFIXES if key.startswith(p)), key)
+    return bare not in _RUN_STATISTICS
+
+
+def metric_names(rows: Sequence[Mapping]) -> list[str]:
+    """The evaluation scores logged in ``rows`` (see :func:`is_metric`), in first-seen order."""
+    names: list[str] = []
+    for row in rows:
+        names += [k for k, v in row.items() if k not in names and is_metric(k, v)]
+    return names
 
 
 def to_csv(rows: Sequence[Mapping]) -> str:
