@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_tickets import select
+from hf_tickets.core import selection
 from hf_tickets.core.selection import prune_lowest
 
 
@@ -80,9 +80,9 @@ def test_a_layout_that_fools_the_strided_sample_still_gives_the_exact_answer():
     weight = torch.rand(400, 768, generator=g) * 0.01
     n = weight.numel()
     sampled = torch.zeros(n, dtype=torch.bool)
-    sampled[select._sample_places(n, 768, select._SAMPLE_SIZE)] = True
+    sampled[selection._sample_places(n, 768, selection._SAMPLE_SIZE)] = True
     weight.view(-1)[sampled] = 100 + torch.rand(int(sampled.sum()), generator=g)
-    lo, hi = select._band_limits({"w": weight}, None, n // 2, n, select.magnitude, 0)
+    lo, hi = selection._band_limits({"w": weight}, None, n // 2, n, selection.magnitude, 0)
     assert lo >= 100  # the first band misses the k-th score (about 0.005)
     for k in (n // 2, n - int(sampled.sum()) + 3):
         masks = prune_lowest({"w": weight}, k)
@@ -117,4 +117,4 @@ def test_count_pruned_matches_count_nonzero():
     g = torch.Generator().manual_seed(5)
     mask = torch.rand(37, 41, generator=g) < 0.3
     for view in (mask, mask.t(), mask[:, ::3], mask[5:6]):
-        assert select.count_pruned(view) == view.numel() - int(torch.count_nonzero(view))
+        assert selection.count_pruned(view) == view.numel() - int(torch.count_nonzero(view))
