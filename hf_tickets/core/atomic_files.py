@@ -1,31 +1,76 @@
 """Files that are never half-written: write to a temporary name in the target directory, then rename.
 
-A process killed at any moment leaves either the old file or the new one.
+A process killed at any moment leaves either the old file or the new one, plus at most a temporary
+``.<name>.<pid>.<random>.tmp`` that :func:`remove_stale_temporaries` deletes once its writer is gone.
+Written files get the mode an ordinary ``open()`` would give them (``0o666`` minus the umask), not
+the private ``0o600`` of ``mkstemp``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+_WRITER_RE = re.compile(r"(?P<pid>\d+)\.[^.]+")
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temporary(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, flushed to disk, with the user's
+    default mode. The caller :func:`commit`-s it or deletes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        _fsync(tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Rename the finished temporary ``tmp`` onto ``path`` and make the rename durable."""
+    path = Path(path)
+    os.replace(tmp, path)
+    _fsync(path.parent, directory=True)
+    return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the result onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = write_temporary(path, write)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        return commit(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -34,3 +79,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete temporaries of ``names`` in ``directory`` whose writing process no longer runs."""
+    directory, names = Path(directory), set(names)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.iterdir():
+        name = next((n for n in names if path.name.startswith(f".{n}.") and path.name.endswith(".tmp")), None)
+        if name is None or not path.is_file():
+            continue
+        writer = _WRITER_RE.fullmatch(path.name[len(name) + 2 : -len(".tmp")])
+        # A temporary without a pid was written by an older hf_tickets, whose writer is long gone.
+        if writer is None or not _alive(int(writer["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -6,15 +6,22 @@ Masks are keyed by parameter name relative to the base model, so a ticket found 
 
 - ``ticket_masks.safetensors``: masks bit-packed (1 bit per weight), dense shapes and pruned
   counts in the metadata, plus a small fingerprint of the base weights;
-- ``ticket_config.json``: what the ticket is and where it came from.
+- ``ticket_config.json``: what the ticket is and where it came from, and the SHA-256 of the masks
+  file (``masks_sha256``), so the two are committed together: a save killed at any moment, a bit
+  flip or a masks file from another save is detected on load.
 
-Only safetensors and JSON are ever read.
+Saving writes both files to temporaries, publishes the new config as ``.ticket_config.json.pending``,
+then renames the masks and the config into place. Loading accepts the config whose checksum matches
+the masks file, so it reads the old ticket or the new one, never a mix. Only safetensors and JSON are
+ever read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +30,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_tickets.core.atomic_files import atomic_write_json
+from hf_tickets.core.atomic_files import (
+    atomic_write_json,
+    commit,
+    remove_stale_temporaries,
+    sha256_of,
+    write_temporary,
+)
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.remote import remote_store
 from hf_tickets.core.selection import count_pruned
 from hf_tickets.core.shards import full_shape, full_weight, zero_pruned_
 from hf_tickets.core.targets import base_model_of, base_model_prefix, unwrap_model
-from hf_tickets.core.ticket_files import load_packed_masks, save_packed_masks
+from hf_tickets.core.ticket_files import fingerprint_size, read_packed_masks, write_packed_masks
 from hf_tickets.core.version import __version__
 
-FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+
+#: 2 added ``masks_sha256``; format-1 tickets (no checksum) still load, with a warning.
+FORMAT_VERSION = 2
 MASKS_FILE = "ticket_masks.safetensors"
 CONFIG_FILE = "ticket_config.json"
-
-#: Weights at a few fixed positions per tensor identify the base model cheaply.
-FINGERPRINT_POSITIONS = 32
+#: The next config, complete, while a save renames its files into place (hidden: never pushed).
+PENDING_CONFIG_FILE = ".ticket_config.json.pending"
 #: Fine-tuning keeps the cosine with θ0 near 1; another checkpoint or a random init gives ~0.
 FINGERPRINT_MIN_SIMILARITY = 0.5
 
@@ -55,19 +70,73 @@ class TicketConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     hf_tickets_version: str = __version__
+    masks_sha256: str | None = None  # of the masks file saved with this config
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TicketConfig:
-        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+    def from_dict(cls, data: Any, source: str = "ticket config") -> TicketConfig:
+        """Validate every known field (``source`` names the file in errors); unknown fields are ignored."""
+        if not isinstance(data, dict):
+            raise TicketError(f"{source} must hold a JSON object, not {type(data).__name__}")
+        version = data.get("format_version", 1)
+        if not _is_int(version) or version < 1:
+            raise TicketError(f"{source}: field 'format_version' = {version!r} is not a format number")
+        if version > FORMAT_VERSION:
             raise TicketError(
-                f"ticket format {data['format_version']} is newer than this hf_tickets "
+                f"{source}: ticket format {version} is newer than this hf_tickets "
                 f"({__version__}, format {FORMAT_VERSION}); upgrade hf_tickets"
             )
+        for name, valid, expected in _FIELD_CHECKS:
+            if name in data and not valid(data[name]):
+                raise TicketError(f"{source}: field {name!r} = {_short(data[name])} is not {expected}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _optional_str(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_FIELD_CHECKS = [
+    ("base_model", _optional_str, "a string or null"),
+    ("base_model_revision", _optional_str, "a string or null"),
+    ("base_model_prefix", lambda v: isinstance(v, str), "a string"),
+    ("model_type", _optional_str, "a string or null"),
+    (
+        "targets",
+        lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
+        "a string or a list of strings",
+    ),
+    ("strategy", lambda v: isinstance(v, str), "a string"),
+    ("sparsity", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    (
+        "per_tensor_sparsity",
+        lambda v: isinstance(v, dict) and all(_is_number(x) and 0 <= x <= 1 for x in v.values()),
+        "an object of numbers in [0, 1]",
+    ),
+    ("provenance", lambda v: isinstance(v, dict), "an object"),
+    ("hf_tickets_version", lambda v: isinstance(v, str), "a string"),
+    (
+        "masks_sha256",
+        lambda v: v is None or (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)),
+        "a SHA-256 hex digest",
+    ),
+]
 
 
 @dataclass
@@ -83,7 +152,7 @@ class ApplyReport:
 
 
 def fingerprint_positions(numel: int) -> torch.Tensor:
-    return torch.linspace(0, numel - 1, min(FINGERPRINT_POSITIONS, numel)).round().long()
+    return torch.linspace(0, numel - 1, fingerprint_size(numel)).round().long()
 
 
 def _values_at_positions(p: torch.Tensor) -> torch.Tensor:
@@ -169,33 +238,52 @@ class Ticket:
         return params
 
     def base_similarity(self, model: nn.Module) -> float | None:
-        """Cosine between the model's surviving weights and the recorded base weights, at fixed positions."""
-        if not self.fingerprint:
-            return None
-        params = self.parameters_of(model)
+        """Cosine between the model's surviving weights and the recorded base weights, at fixed positions;
+        None when it cannot be measured (see :meth:`apply` for the checks)."""
+        similarity, _ = self._compare_with_base(self.parameters_of(model))
+        return similarity
+
+    def _compare_with_base(self, params: dict[str, nn.Parameter]) -> tuple[float | None, str | None]:
+        """(similarity, None) or (None, why the base cannot be checked)."""
+        missing = [name for name in self.masks if name not in self.fingerprint]
+        if missing:
+            what = "no fingerprint" if len(missing) == len(self.masks) else f"no fingerprint for {missing[0]!r}"
+            return None, f"the ticket records {what} of its base model's weights"
         recorded, current = [], []
-        for name, values in self.fingerprint.items():
-            if name not in params:
-                continue
-            alive = self.masks[name].reshape(-1)[fingerprint_positions(self.masks[name].numel())]
-            recorded.append(values[alive])
+        for name, mask in self.masks.items():
+            positions = fingerprint_positions(mask.numel())
+            alive = mask.reshape(-1)[positions]
+            recorded.append(self.fingerprint[name][alive])
+            # Every tensor is read, even if nothing survives: gathering a sharded one is a collective.
             current.append(_values_at_positions(params[name])[alive])
         a, b = torch.cat(recorded), torch.cat(current)
+        if not torch.isfinite(a).all():
+            return None, "the ticket's fingerprint of its base model holds inf or NaN"
         if a.numel() == 0:
-            return None
+            return None, "no fingerprint position survives pruning, so the weights cannot be compared"
+        if not torch.isfinite(b).all():
+            return None, "the model's weights hold inf or NaN at the fingerprint positions"
         denom = a.norm() * b.norm()
-        return float(a @ b / denom) if denom > 0 else 0.0
+        return (float(a @ b / denom) if denom > 0 else 0.0), None
 
     def apply(self, model: nn.Module, verify_base: bool = True) -> ApplyReport:
         """Zero the pruned weights of ``model`` in place. All checks run first: on error nothing changes.
 
-        ``verify_base=False`` skips the fingerprint check (e.g. for randomly re-initialised weights).
-        Sharded parameters (FSDP2, DeepSpeed ZeRO-3) are masked on the shard each rank holds; the
-        fingerprint check then gathers weights, so every rank must call ``apply``.
+        The model must be the base the ticket was found on (or a fine-tuned copy of it): its weights at
+        the fingerprint positions are compared with the recorded ones, and a fingerprint that cannot be
+        checked (missing, inf/NaN, no position left unpruned) is an error too. ``verify_base=False``
+        skips this (e.g. for randomly re-initialised weights). Sharded parameters (FSDP2, DeepSpeed
+        ZeRO-3) are masked on the shard each rank holds; the fingerprint check then gathers weights,
+        so every rank must call ``apply``.
         """
         params = self.parameters_of(model)
-        similarity = self.base_similarity(model)
-        if verify_base and similarity is not None and similarity < FINGERPRINT_MIN_SIMILARITY:
+        similarity, problem = self._compare_with_base(params)
+        if verify_base and problem is not None:
+            raise TicketError(
+                f"cannot check that the model is the base this ticket was found on ({self.config.base_model!r}): "
+                f"{problem}. Pass verify_base=False to apply the mask without that check."
+            )
+        if verify_base and similarity < FINGERPRINT_MIN_SIMILARITY:
             raise TicketError(
                 f"the model's weights do not match the base model this ticket was found on "
                 f"({self.config.base_model!r}): fingerprint similarity {similarity:.2f} < "
@@ -221,10 +309,23 @@ class Ticket:
 
     # -------------------------------------------------------------- save/load
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write the ticket to ``save_directory``; a process killed meanwhile leaves the old ticket or this one."""
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_packed_masks(directory / MASKS_FILE, self.masks, self.fingerprint)
-        atomic_write_json(directory / CONFIG_FILE, self.config.to_dict())
+        remove_stale_temporaries(directory, (MASKS_FILE, CONFIG_FILE, PENDING_CONFIG_FILE))
+        masks_tmp = write_temporary(
+            directory / MASKS_FILE, lambda tmp: write_packed_masks(tmp, self.masks, self.fingerprint)
+        )
+        try:
+            self.config.masks_sha256 = sha256_of(masks_tmp.read_bytes())
+            self.config.format_version = FORMAT_VERSION
+            # From here a loader finds the new config beside whichever masks file is in place.
+            atomic_write_json(directory / PENDING_CONFIG_FILE, self.config.to_dict())
+            commit(masks_tmp, directory / MASKS_FILE)
+        except BaseException:
+            masks_tmp.unlink(missing_ok=True)
+            raise
+        commit(directory / PENDING_CONFIG_FILE, directory / CONFIG_FILE)
         return directory
 
     @classmethod
@@ -242,24 +343,72 @@ class Ticket:
         text = str(name_or_path)
         if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
             raise TicketError(f"no ticket directory at {text!r} (expected {MASKS_FILE} and {CONFIG_FILE})")
-        directory = remote_store().download(text, revision=revision, token=token, cache_dir=cache_dir)
+        try:
+            directory = remote_store().download(text, revision=revision, token=token, cache_dir=cache_dir)
+        except TicketError as err:
+            # A mistyped local path looks like a repo id: say that both readings failed.
+            raise type(err)(f"{text!r} is not a local directory, and as a Hub repo: {err}") from err
         return cls._load_directory(Path(directory))
 
     @classmethod
     def _load_directory(cls, directory: Path) -> Ticket:
-        config_path, masks_path = directory / CONFIG_FILE, directory / MASKS_FILE
-        for required in (config_path, masks_path):
-            if not required.is_file():
-                raise TicketError(f"{directory} is not a ticket: {required.name} is missing")
+        masks_path = directory / MASKS_FILE
+        if not masks_path.is_file():
+            raise TicketError(f"{directory} is not a ticket: {MASKS_FILE} is missing")
         try:
-            config = TicketConfig.from_dict(json.loads(config_path.read_text()))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
-            raise TicketError(f"{config_path} is not valid ticket JSON: {err}") from err
-        masks, fingerprint = load_packed_masks(masks_path)
+            masks_bytes = masks_path.read_bytes()  # read once: checksum and masks come from the same bytes
+        except OSError as err:
+            raise TicketError(f"{masks_path} cannot be read: {err}") from err
+        masks, fingerprint = read_packed_masks(masks_bytes, str(masks_path))
+        config, config_path = _matching_config(directory, sha256_of(masks_bytes))
         if set(config.per_tensor_sparsity) and set(config.per_tensor_sparsity) != set(masks):
-            raise TicketError(f"{config_path} and {masks_path.name} name different tensors; the ticket is corrupt")
+            raise TicketError(
+                f"{config_path}: field 'per_tensor_sparsity' and {MASKS_FILE} name different tensors; "
+                "the ticket is corrupt"
+            )
         return cls(masks, config, fingerprint)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload this ticket (and a model card) to the Hub; see ``hf_tickets.hub.upload.push_ticket``."""
         return remote_store().push(self, repo_id, **kwargs)
+
+
+def _read_config(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TicketError(f"{path} is not valid ticket JSON: {err}") from err
+
+
+def _matching_config(directory: Path, masks_sha256: str) -> tuple[TicketConfig, Path]:
+    """The config saved with the masks file whose checksum is ``masks_sha256``.
+
+    That is ``ticket_config.json``, or the pending config of a save killed between its two renames
+    (the masks file is then the new one). A format-1 config has no checksum and is trusted as is.
+    """
+    config_path, pending_path = directory / CONFIG_FILE, directory / PENDING_CONFIG_FILE
+    if pending_path.is_file():
+        try:
+            pending = _read_config(pending_path)
+        except TicketError:
+            pending = None  # a pending config is written atomically; unreadable means it is not ours
+        if isinstance(pending, dict) and pending.get("masks_sha256") == masks_sha256:
+            return TicketConfig.from_dict(pending, str(pending_path)), pending_path
+    if not config_path.is_file():
+        raise TicketError(f"{directory} is not a ticket: {CONFIG_FILE} is missing")
+    data = _read_config(config_path)
+    config = TicketConfig.from_dict(data, str(config_path))
+    if config.masks_sha256 is None:
+        if config.format_version >= 2:
+            raise TicketError(f"{config_path}: field 'masks_sha256' is missing (required since ticket format 2)")
+        logger.warning(
+            "%s is a format-1 ticket without a checksum: its masks file cannot be verified "
+            "(re-save it with Ticket.save_pretrained to add one)",
+            directory,
+        )
+    elif config.masks_sha256 != masks_sha256:
+        raise TicketError(
+            f"{directory / MASKS_FILE} does not match field 'masks_sha256' of {config_path}: the masks file is "
+            "damaged or comes from another save"
+        )
+    return config, config_path
