@@ -20,7 +20,7 @@ from typing import Any
 _WRITER_RE = re.compile(r"(?P<pid>\d+)\.[^.]+")
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0o022)  # the only portable way to read the umask is to set it and put it back
     os.umask(mask)
     return mask
@@ -43,7 +43,7 @@ def write_temporary(path: str | os.PathLike, write: Callable[[str], None]) -> Pa
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         _fsync(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from torch import nn
 from hf_tickets.core.collectives import broadcast_object, masks_from_main
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.shards import full_weight
-from hf_tickets.core.strategies import get_strategy, num_to_prune
+from hf_tickets.core.strategies import check_strategy_options, get_strategy, num_to_prune
 from hf_tickets.core.targets import TargetSpec, base_model_of, resolve_targets
 from hf_tickets.core.ticket import Ticket, TicketConfig
 
@@ -41,6 +41,7 @@ def prune(
     """
     sparsity = check_sparsity(sparsity)
     strategy_fn = get_strategy(strategy)
+    check_strategy_options(strategy, strategy_options)
     if ticket is not None:
         weights = {name: full_weight(p) for name, p in ticket.parameters_of(model).items()}
         keep = ticket.masks

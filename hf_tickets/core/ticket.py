@@ -347,11 +347,12 @@ class Ticket:
             directory = remote_store().download(text, revision=revision, token=token, cache_dir=cache_dir)
         except TicketError as err:
             # A mistyped local path looks like a repo id: say that both readings failed.
-            raise type(err)(f"{text!r} is not a local directory, and as a Hub repo: {err}") from err
-        return cls._load_directory(Path(directory))
+            raise type(err)(f"{text!r} is not a local directory, and as a Hub repo: {err}") from (err.__cause__ or err)
+        return cls._load_directory(Path(directory), trust_pending=False)
 
     @classmethod
-    def _load_directory(cls, directory: Path) -> Ticket:
+    def _load_directory(cls, directory: Path, trust_pending: bool = True) -> Ticket:
+        """``trust_pending=False`` for downloaded folders: only a local save leaves a pending config."""
         masks_path = directory / MASKS_FILE
         if not masks_path.is_file():
             raise TicketError(f"{directory} is not a ticket: {MASKS_FILE} is missing")
@@ -360,7 +361,7 @@ class Ticket:
         except OSError as err:
             raise TicketError(f"{masks_path} cannot be read: {err}") from err
         masks, fingerprint = read_packed_masks(masks_bytes, str(masks_path))
-        config, config_path = _matching_config(directory, sha256_of(masks_bytes))
+        config, config_path = _matching_config(directory, sha256_of(masks_bytes), trust_pending)
         if set(config.per_tensor_sparsity) and set(config.per_tensor_sparsity) != set(masks):
             raise TicketError(
                 f"{config_path}: field 'per_tensor_sparsity' and {MASKS_FILE} name different tensors; "
@@ -380,14 +381,14 @@ def _read_config(path: Path) -> Any:
         raise TicketError(f"{path} is not valid ticket JSON: {err}") from err
 
 
-def _matching_config(directory: Path, masks_sha256: str) -> tuple[TicketConfig, Path]:
+def _matching_config(directory: Path, masks_sha256: str, trust_pending: bool) -> tuple[TicketConfig, Path]:
     """The config saved with the masks file whose checksum is ``masks_sha256``.
 
     That is ``ticket_config.json``, or the pending config of a save killed between its two renames
     (the masks file is then the new one). A format-1 config has no checksum and is trusted as is.
     """
     config_path, pending_path = directory / CONFIG_FILE, directory / PENDING_CONFIG_FILE
-    if pending_path.is_file():
+    if trust_pending and pending_path.is_file():
         try:
             pending = _read_config(pending_path)
         except TicketError:

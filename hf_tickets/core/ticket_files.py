@@ -65,7 +65,9 @@ def _metadata(data: bytes, source: str) -> dict:
         raise TicketError(f"{source} is truncated or corrupt: {len(data)} bytes is not a safetensors file")
     (size,) = struct.unpack("<Q", data[:8])
     if size > len(data) - 8:
-        raise TicketError(f"{source} is truncated or corrupt: its header claims {size} bytes, the file has {len(data) - 8}")
+        raise TicketError(
+            f"{source} is truncated or corrupt: its header claims {size} bytes, the file has {len(data) - 8}"
+        )
     try:
         header = json.loads(data[8 : 8 + size])
     except (ValueError, RecursionError) as err:
