@@ -1,7 +1,7 @@
 """Files that are never half-written: write to a temporary name in the target directory, then rename.
 
 A process killed at any moment leaves either the old file or the new one, plus at most a temporary
-``.<name>.<pid>.<random>.tmp`` that :func:`remove_stale_temporaries` deletes once its writer is gone.
+folder ``.<name>.<pid>.<random>.tmp`` that :func:`remove_stale_temporaries` deletes once its writer is gone.
 Written files get the mode an ordinary ``open()`` would give them (``0o666`` minus the umask), not
 the private ``0o600`` of ``mkstemp``.
 """
@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,19 +37,33 @@ def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
 
 def write_temporary(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, flushed to disk, with the user's
-    default mode. The caller :func:`commit`-s it or deletes it."""
+    default mode. The caller :func:`commit`-s it or :func:`discard`-s it.
+
+    The temporary lives in its own hidden folder ``.<name>.<pid>.<random>.tmp``, so whatever the writer
+    itself leaves there when killed (safetensors writes through its own ``.tmpXXXXXX``) goes with it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    tmp = folder / path.name
     try:
-        write(tmp)
+        write(str(tmp))
         os.chmod(tmp, 0o666 & ~current_umask())
         _fsync(tmp)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        discard(tmp)
         raise
-    return Path(tmp)
+    return tmp
+
+
+def discard(tmp: str | os.PathLike) -> None:
+    """Delete a temporary from :func:`write_temporary` and its folder (only ever that folder)."""
+    tmp = Path(tmp)
+    folder = tmp.parent
+    if folder.name.startswith(f".{tmp.name}.") and folder.name.endswith(".tmp"):
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -56,6 +71,7 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
     path = Path(path)
     os.replace(tmp, path)
     _fsync(path.parent, directory=True)
+    discard(tmp)  # the emptied temporary folder; a plain file was renamed away already
     return path
 
 
@@ -65,7 +81,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         return commit(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
 
 
@@ -99,12 +115,15 @@ def remove_stale_temporaries(directory: str | os.PathLike, names: Iterable[str])
     removed = []
     for path in directory.iterdir():
         name = next((n for n in names if path.name.startswith(f".{n}.") and path.name.endswith(".tmp")), None)
-        if name is None or not path.is_file():
+        if name is None:
             continue
         writer = _WRITER_RE.fullmatch(path.name[len(name) + 2 : -len(".tmp")])
         # A temporary without a pid was written by an older hf_tickets, whose writer is long gone.
         if writer is None or not _alive(int(writer["pid"])):
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 

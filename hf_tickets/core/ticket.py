@@ -33,6 +33,7 @@ from torch import nn
 from hf_tickets.core.atomic_files import (
     atomic_write_json,
     commit,
+    discard,
     remove_stale_temporaries,
     sha256_of,
     write_temporary,
@@ -323,7 +324,7 @@ class Ticket:
             atomic_write_json(directory / PENDING_CONFIG_FILE, self.config.to_dict())
             commit(masks_tmp, directory / MASKS_FILE)
         except BaseException:
-            masks_tmp.unlink(missing_ok=True)
+            discard(masks_tmp)
             raise
         commit(directory / PENDING_CONFIG_FILE, directory / CONFIG_FILE)
         return directory
