@@ -347,8 +347,12 @@ class Ticket:
         try:
             directory = remote_store().download(text, revision=revision, token=token, cache_dir=cache_dir)
         except TicketError as err:
-            # A mistyped local path looks like a repo id: say that both readings failed.
-            raise type(err)(f"{text!r} is not a local directory, and as a Hub repo: {err}") from (err.__cause__ or err)
+            # A mistyped local path looks like a repo id: say that both readings failed, the local one first.
+            if path.parent.is_dir():
+                message = f"no ticket directory at {text!r} ({path.parent}/ has no {path.name!r}); as a Hub repo: {err}"
+            else:
+                message = f"{text!r} is not a local directory, and as a Hub repo: {err}"
+            raise type(err)(message) from (err.__cause__ or err)
         return cls._load_directory(Path(directory), trust_pending=False)
 
     @classmethod
