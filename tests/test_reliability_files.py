@@ -3,7 +3,8 @@
 Hypothesis fuzzes saved tickets (bit flips, truncation, random JSON in every config field, random
 mask-file metadata with a matching checksum): the only outcomes allowed are a ``TicketError`` naming
 the file, or a clean load of exactly the saved masks and fingerprint. With ``RELIABILITY_FIGURES=path``
-the outcome counts are written to ``path`` (docs/reliability.md quotes them).
+the outcome counts are written to ``path`` (docs/reliability.md quotes a run with
+``RELIABILITY_EXAMPLES=1000``; the default is 150 examples per fuzz test).
 """
 
 import collections
@@ -39,7 +40,11 @@ from hf_tickets.hub.sparse_checkpoint import (
 )
 
 OUTCOMES: collections.Counter = collections.Counter()
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("RELIABILITY_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -152,7 +152,7 @@ def check_expansion(
 def expand_tensors(
     tensors: dict[str, torch.Tensor],
     shapes: dict[str, list[int]],
-    source: str = "",
+    source: str = "compact tensors",
     *,
     expected: dict[str, tuple[int, ...]] | None = None,
     max_dense_bytes: int = MAX_DENSE_BYTES,
