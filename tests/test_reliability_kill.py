@@ -45,7 +45,7 @@ for trial in range(trials):
     tickets["A"].save_pretrained(directory)
     pid = os.fork()
     if pid == 0:  # the writer
-        if mode == "random":
+        if mode in ("random", "reads"):
             while True:
                 tickets["B"].save_pretrained(directory)
                 tickets["A"].save_pretrained(directory)
@@ -60,6 +60,14 @@ for trial in range(trials):
         os.kill(os.getpid(), signal.SIGKILL)  # after the last rename: the save is complete
     if mode == "random":
         time.sleep(rng.uniform(0.0, 0.2))
+        os.kill(pid, signal.SIGKILL)
+    if mode == "reads":  # a reader beside a live writer: never an error, never a mix
+        for _ in range(100):
+            try:
+                counts[which(Ticket.from_pretrained(directory), tickets)] += 1
+            except TicketError as err:
+                counts["error"] += 1
+                errors.append(str(err))
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     try:
@@ -105,3 +113,10 @@ def test_sigkill_at_random_moments_never_leaves_a_mix(tmp_path, seed):
     assert counts["mix"] == 0 and counts["error"] == 0, report
     assert counts["A"] + counts["B"] == 60
     assert report["left_after_save"] == [], report  # stale temporaries and pending configs are cleaned
+
+
+def test_loads_beside_a_live_writer_see_one_ticket_or_the_other(tmp_path):
+    report = run_helper(tmp_path, "reads", trials=3)
+    counts = report["counts"]
+    assert counts["mix"] == 0 and counts["error"] == 0, report
+    assert counts["A"] + counts["B"] == 3 * 101

@@ -359,14 +359,21 @@ class Ticket:
     def _load_directory(cls, directory: Path, trust_pending: bool = True) -> Ticket:
         """``trust_pending=False`` for downloaded folders: only a local save leaves a pending config."""
         masks_path = directory / MASKS_FILE
-        if not masks_path.is_file():
-            raise TicketError(f"{directory} is not a ticket: {MASKS_FILE} is missing")
-        try:
-            masks_bytes = masks_path.read_bytes()  # read once: checksum and masks come from the same bytes
-        except OSError as err:
-            raise TicketError(f"{masks_path} cannot be read: {err}") from err
-        masks, fingerprint = read_packed_masks(masks_bytes, str(masks_path))
-        config, config_path = _matching_config(directory, sha256_of(masks_bytes), trust_pending)
+        for attempt in range(_READ_ATTEMPTS):
+            if not masks_path.is_file():
+                raise TicketError(f"{directory} is not a ticket: {MASKS_FILE} is missing")
+            try:
+                masks_bytes = masks_path.read_bytes()  # read once: checksum and masks come from the same bytes
+            except OSError as err:
+                raise TicketError(f"{masks_path} cannot be read: {err}") from err
+            masks, fingerprint = read_packed_masks(masks_bytes, str(masks_path))
+            try:
+                config, config_path = _matching_config(directory, sha256_of(masks_bytes), trust_pending)
+                break
+            except _ChecksumMismatch:
+                # A save running meanwhile may have replaced both files between our two reads: read again.
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
         if set(config.per_tensor_sparsity) and set(config.per_tensor_sparsity) != set(masks):
             raise TicketError(
                 f"{config_path}: field 'per_tensor_sparsity' and {MASKS_FILE} name different tensors; "
@@ -377,6 +384,13 @@ class Ticket:
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload this ticket (and a model card) to the Hub; see ``hf_tickets.hub.upload.push_ticket``."""
         return remote_store().push(self, repo_id, **kwargs)
+
+
+class _ChecksumMismatch(TicketError):
+    pass
+
+
+_READ_ATTEMPTS = 3
 
 
 def _read_config(path: Path) -> Any:
@@ -413,7 +427,7 @@ def _matching_config(directory: Path, masks_sha256: str, trust_pending: bool) ->
             directory,
         )
     elif config.masks_sha256 != masks_sha256:
-        raise TicketError(
+        raise _ChecksumMismatch(
             f"{directory / MASKS_FILE} does not match field 'masks_sha256' of {config_path}: the masks file is "
             "damaged or comes from another save"
         )
