@@ -19,7 +19,6 @@ ever read.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -30,30 +29,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_tickets.core.atomic_files import (
-    atomic_write_json,
-    commit,
-    discard,
-    remove_stale_temporaries,
-    sha256_of,
-    write_temporary,
-)
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.remote import remote_store
 from hf_tickets.core.selection import count_pruned
 from hf_tickets.core.shards import full_shape, full_weight, zero_pruned_
 from hf_tickets.core.targets import base_model_of, base_model_prefix, unwrap_model
-from hf_tickets.core.ticket_files import fingerprint_size, read_packed_masks, write_packed_masks
+from hf_tickets.core.ticket_files import (
+    CONFIG_FILE,
+    MASKS_FILE,
+    PENDING_CONFIG_FILE,
+    SHA256_RE,
+    fingerprint_size,
+    read_ticket_files,
+    save_ticket_files,
+)
 from hf_tickets.core.version import __version__
 
 logger = logging.getLogger(__name__)
 
 #: 2 added ``masks_sha256``; format-1 tickets (no checksum) still load, with a warning.
 FORMAT_VERSION = 2
-MASKS_FILE = "ticket_masks.safetensors"
-CONFIG_FILE = "ticket_config.json"
-#: The next config, complete, while a save renames its files into place (hidden: never pushed).
-PENDING_CONFIG_FILE = ".ticket_config.json.pending"
+__all__ = ["CONFIG_FILE", "MASKS_FILE", "PENDING_CONFIG_FILE", "ApplyReport", "Ticket", "TicketConfig"]
 #: Fine-tuning keeps the cosine with θ0 near 1; another checkpoint or a random init gives ~0.
 FINGERPRINT_MIN_SIMILARITY = 0.5
 
@@ -134,7 +130,7 @@ _FIELD_CHECKS = [
     ("hf_tickets_version", lambda v: isinstance(v, str), "a string"),
     (
         "masks_sha256",
-        lambda v: v is None or (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)),
+        lambda v: v is None or (isinstance(v, str) and SHA256_RE.fullmatch(v) is not None),
         "a SHA-256 hex digest",
     ),
 ]
@@ -311,23 +307,13 @@ class Ticket:
     # -------------------------------------------------------------- save/load
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write the ticket to ``save_directory``; a process killed meanwhile leaves the old ticket or this one."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(directory, (MASKS_FILE, CONFIG_FILE, PENDING_CONFIG_FILE))
-        masks_tmp = write_temporary(
-            directory / MASKS_FILE, lambda tmp: write_packed_masks(tmp, self.masks, self.fingerprint)
-        )
-        try:
-            self.config.masks_sha256 = sha256_of(masks_tmp.read_bytes())
-            self.config.format_version = FORMAT_VERSION
-            # From here a loader finds the new config beside whichever masks file is in place.
-            atomic_write_json(directory / PENDING_CONFIG_FILE, self.config.to_dict())
-            commit(masks_tmp, directory / MASKS_FILE)
-        except BaseException:
-            discard(masks_tmp)
-            raise
-        commit(directory / PENDING_CONFIG_FILE, directory / CONFIG_FILE)
-        return directory
+
+        def config_for(masks_sha256: str) -> dict[str, Any]:
+            self.config.masks_sha256, self.config.format_version = masks_sha256, FORMAT_VERSION
+            return self.config.to_dict()
+
+        save_ticket_files(Path(save_directory), self.masks, self.fingerprint, config_for)
+        return Path(save_directory)
 
     @classmethod
     def from_pretrained(
@@ -358,22 +344,16 @@ class Ticket:
     @classmethod
     def _load_directory(cls, directory: Path, trust_pending: bool = True) -> Ticket:
         """``trust_pending=False`` for downloaded folders: only a local save leaves a pending config."""
-        masks_path = directory / MASKS_FILE
-        for attempt in range(_READ_ATTEMPTS):
-            if not masks_path.is_file():
-                raise TicketError(f"{directory} is not a ticket: {MASKS_FILE} is missing")
-            try:
-                masks_bytes = masks_path.read_bytes()  # read once: checksum and masks come from the same bytes
-            except OSError as err:
-                raise TicketError(f"{masks_path} cannot be read: {err}") from err
-            masks, fingerprint = read_packed_masks(masks_bytes, str(masks_path))
-            try:
-                config, config_path = _matching_config(directory, sha256_of(masks_bytes), trust_pending)
-                break
-            except _ChecksumMismatch:
-                # A save running meanwhile may have replaced both files between our two reads: read again.
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
+        masks, fingerprint, data, config_path = read_ticket_files(directory, trust_pending)
+        config = TicketConfig.from_dict(data, str(config_path))
+        if config.masks_sha256 is None:
+            if config.format_version >= 2:
+                raise TicketError(f"{config_path}: field 'masks_sha256' is missing (required since ticket format 2)")
+            logger.warning(
+                "%s is a format-1 ticket without a checksum: its masks file cannot be verified "
+                "(re-save it with Ticket.save_pretrained to add one)",
+                directory,
+            )
         if set(config.per_tensor_sparsity) and set(config.per_tensor_sparsity) != set(masks):
             raise TicketError(
                 f"{config_path}: field 'per_tensor_sparsity' and {MASKS_FILE} name different tensors; "
@@ -384,51 +364,3 @@ class Ticket:
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload this ticket (and a model card) to the Hub; see ``hf_tickets.hub.upload.push_ticket``."""
         return remote_store().push(self, repo_id, **kwargs)
-
-
-class _ChecksumMismatch(TicketError):
-    pass
-
-
-_READ_ATTEMPTS = 3
-
-
-def _read_config(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise TicketError(f"{path} is not valid ticket JSON: {err}") from err
-
-
-def _matching_config(directory: Path, masks_sha256: str, trust_pending: bool) -> tuple[TicketConfig, Path]:
-    """The config saved with the masks file whose checksum is ``masks_sha256``.
-
-    That is ``ticket_config.json``, or the pending config of a save killed between its two renames
-    (the masks file is then the new one). A format-1 config has no checksum and is trusted as is.
-    """
-    config_path, pending_path = directory / CONFIG_FILE, directory / PENDING_CONFIG_FILE
-    if trust_pending and pending_path.is_file():
-        try:
-            pending = _read_config(pending_path)
-        except TicketError:
-            pending = None  # a pending config is written atomically; unreadable means it is not ours
-        if isinstance(pending, dict) and pending.get("masks_sha256") == masks_sha256:
-            return TicketConfig.from_dict(pending, str(pending_path)), pending_path
-    if not config_path.is_file():
-        raise TicketError(f"{directory} is not a ticket: {CONFIG_FILE} is missing")
-    data = _read_config(config_path)
-    config = TicketConfig.from_dict(data, str(config_path))
-    if config.masks_sha256 is None:
-        if config.format_version >= 2:
-            raise TicketError(f"{config_path}: field 'masks_sha256' is missing (required since ticket format 2)")
-        logger.warning(
-            "%s is a format-1 ticket without a checksum: its masks file cannot be verified "
-            "(re-save it with Ticket.save_pretrained to add one)",
-            directory,
-        )
-    elif config.masks_sha256 != masks_sha256:
-        raise _ChecksumMismatch(
-            f"{directory / MASKS_FILE} does not match field 'masks_sha256' of {config_path}: the masks file is "
-            "damaged or comes from another save"
-        )
-    return config, config_path

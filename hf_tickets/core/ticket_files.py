@@ -1,15 +1,26 @@
-"""The bit-packed mask file format (safetensors: one uint8 tensor per weight, 8 flags a byte).
+"""A ticket directory on disk: the bit-packed mask file and how it is committed with its config.
 
-Reading checks everything a damaged or crafted file could get wrong (header, shapes, counts,
-fingerprint sizes) and reports it as a ``TicketError`` naming the file and the field.
+``ticket_masks.safetensors`` holds one uint8 tensor per weight (8 flags a byte), the dense shapes and
+pruned counts in its metadata, and the base-model fingerprint. Reading checks everything a damaged or
+crafted file could get wrong (header, shapes, counts, fingerprint sizes) and reports it as a
+``TicketError`` naming the file and the field.
+
+``ticket_config.json`` records the SHA-256 of the masks file (``masks_sha256``). A save writes the
+masks to a temporary, publishes the new config as ``.ticket_config.json.pending``, renames the masks
+into place, then the config. A load takes the config whose checksum matches the masks it read:
+``ticket_config.json``, or the pending one of a save killed between the two renames. So a load sees
+the old ticket or the new one, never one's masks beside the other's config.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +28,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
+from hf_tickets.core.atomic_files import (
+    atomic_write_json,
+    commit,
+    discard,
+    remove_stale_temporaries,
+    sha256_of,
+    write_temporary,
+)
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.selection import count_pruned
 
+MASKS_FILE = "ticket_masks.safetensors"
+CONFIG_FILE = "ticket_config.json"
+#: The next config, complete, while a save renames its files into place (hidden: never pushed).
+PENDING_CONFIG_FILE = ".ticket_config.json.pending"
+#: A load beside a live save may see both files replaced between its two reads; it reads again.
+READ_ATTEMPTS = 3
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 MASK_FORMAT = "hf_tickets.masks"
 FINGERPRINT_PREFIX = "__fingerprint__."
 #: Weights at a few fixed positions per tensor identify the base model cheaply.
@@ -142,3 +168,85 @@ def load_packed_masks(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     except OSError as err:
         raise TicketError(f"{path} cannot be read: {err}") from err
     return read_packed_masks(data, str(path))
+
+
+def save_ticket_files(
+    directory: Path,
+    masks: dict[str, torch.Tensor],
+    fingerprint: dict[str, torch.Tensor],
+    config_for: Callable[[str], dict[str, Any]],
+) -> None:
+    """Commit the masks file and the config ``config_for(masks_sha256)`` together into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory, (MASKS_FILE, CONFIG_FILE, PENDING_CONFIG_FILE))
+    masks_tmp = write_temporary(directory / MASKS_FILE, lambda tmp: write_packed_masks(tmp, masks, fingerprint))
+    try:
+        # From here a loader finds the new config beside whichever masks file is in place.
+        atomic_write_json(directory / PENDING_CONFIG_FILE, config_for(sha256_of(masks_tmp.read_bytes())))
+        commit(masks_tmp, directory / MASKS_FILE)
+    except BaseException:
+        discard(masks_tmp)
+        raise
+    commit(directory / PENDING_CONFIG_FILE, directory / CONFIG_FILE)
+
+
+class _ChecksumMismatch(TicketError):
+    pass
+
+
+def read_ticket_files(
+    directory: Path, trust_pending: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Any, Path]:
+    """Masks, fingerprint, the raw JSON of the config saved with them, and that config's path.
+
+    A config without ``masks_sha256`` (ticket format 1) is returned as is; the caller decides.
+    ``trust_pending=False`` ignores a pending config (only a local save leaves one).
+    """
+    for _ in range(READ_ATTEMPTS - 1):
+        try:
+            return _read_once(directory, trust_pending)
+        except _ChecksumMismatch:
+            continue  # a save running meanwhile may have replaced both files between our two reads
+    return _read_once(directory, trust_pending)
+
+
+def _read_once(directory: Path, trust_pending: bool):
+    masks_path = directory / MASKS_FILE
+    if not masks_path.is_file():
+        raise TicketError(f"{directory} is not a ticket: {MASKS_FILE} is missing")
+    try:
+        masks_bytes = masks_path.read_bytes()  # read once: checksum and masks come from the same bytes
+    except OSError as err:
+        raise TicketError(f"{masks_path} cannot be read: {err}") from err
+    masks, fingerprint = read_packed_masks(masks_bytes, str(masks_path))
+    data, config_path = _matching_config(directory, sha256_of(masks_bytes), trust_pending)
+    return masks, fingerprint, data, config_path
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TicketError(f"{path} is not valid ticket JSON: {err}") from err
+
+
+def _matching_config(directory: Path, masks_sha256: str, trust_pending: bool) -> tuple[Any, Path]:
+    config_path, pending_path = directory / CONFIG_FILE, directory / PENDING_CONFIG_FILE
+    if trust_pending and pending_path.is_file():
+        try:
+            pending = _read_json(pending_path)
+        except TicketError:
+            pending = None  # a pending config is written atomically; unreadable means it is not ours
+        if isinstance(pending, dict) and pending.get("masks_sha256") == masks_sha256:
+            return pending, pending_path
+    if not config_path.is_file():
+        raise TicketError(f"{directory} is not a ticket: {CONFIG_FILE} is missing")
+    data = _read_json(config_path)
+    recorded = data.get("masks_sha256") if isinstance(data, dict) else None
+    # A recorded value that is no digest at all is a malformed field, reported as such by the caller.
+    if isinstance(recorded, str) and SHA256_RE.fullmatch(recorded) and recorded != masks_sha256:
+        raise _ChecksumMismatch(
+            f"{directory / MASKS_FILE} does not match field 'masks_sha256' of {config_path}: the masks file is "
+            "damaged or comes from another save"
+        )
+    return data, config_path
