@@ -111,7 +111,7 @@ def test_round_trip_is_bit_identical(tmp_path):
     for name in (MASKS_FILE, CONFIG_FILE):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     config = json.loads((tmp_path / "a" / CONFIG_FILE).read_text())
-    assert config["format_version"] == 1 and config["hf_tickets_version"] == hf_tickets.__version__
+    assert config["format_version"] == 2 and config["hf_tickets_version"] == hf_tickets.__version__
     assert config["base_model_prefix"] == "bert" and config["model_type"] == "bert"
     assert set(config["per_tensor_sparsity"]) == set(ticket.masks)
     assert sorted(os.listdir(tmp_path / "a")) == sorted([MASKS_FILE, CONFIG_FILE])

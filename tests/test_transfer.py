@@ -100,5 +100,6 @@ def test_missing_glue_folder_is_a_clear_error(tmp_path):
                 "--output_dir",
                 str(tmp_path / "out"),
                 "--use_cpu",
+                "--debug",  # the exception itself; without it the CLI prints one line and exits 1
             ]
         )

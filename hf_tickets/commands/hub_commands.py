@@ -25,11 +25,17 @@ def register_cli(subparsers) -> None:
     pull_parser = subparsers.add_parser(
         "pull",
         help="download a ticket or sparse checkpoint repo (safetensors/JSON/Markdown/PNG only)",
-        description="Download REPO_ID into DIR; a compact checkpoint is expanded to model.safetensors.",
+        description="Download REPO_ID's top-level ticket and checkpoint files into DIR; a compact checkpoint is "
+        "expanded to model.safetensors. Everything is verified before DIR changes.",
     )
     pull_parser.add_argument("repo_id", metavar="REPO_ID")
     pull_parser.add_argument("dir", metavar="DIR")
     pull_parser.add_argument("--revision", help="branch, tag or commit sha to download (default: main)")
+    pull_parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite files in DIR that an earlier pull did not write (e.g. README.md)",
+    )
     pull_parser.set_defaults(func=_cli_pull)
     _register_convert(subparsers)
 
@@ -48,7 +54,7 @@ def _cli_push(args) -> int:
 
 
 def _cli_pull(args) -> int:
-    directory = pull(args.repo_id, args.dir, revision=args.revision)
+    directory = pull(args.repo_id, args.dir, revision=args.revision, force=args.force)
     print(f"pulled {args.repo_id}{'@' + args.revision if args.revision else ''} into {directory}")
     return 0
 
@@ -63,10 +69,13 @@ def _register_convert(subparsers) -> None:
     parser.add_argument("src", metavar="SRC", help="a .safetensors file or a checkpoint directory")
     parser.add_argument("dst", metavar="DST", help="output file, or output directory for a directory SRC")
     parser.add_argument("--to", required=True, choices=["dense", "compact"], help="the form to write")
+    parser.add_argument(
+        "--in-place", action="store_true", help="allow DST to be SRC (converted files are written beside the sources)"
+    )
     parser.set_defaults(func=_cli_convert)
 
 
 def _cli_convert(args) -> int:
-    for path in convert(args.src, args.dst, args.to):
+    for path in convert(args.src, args.dst, args.to, in_place=args.in_place):
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     return 0

@@ -10,7 +10,7 @@ from hf_tickets.core.collectives import broadcast_object, masks_from_main
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.provenance import base_model_origin
 from hf_tickets.core.shards import full_weight
-from hf_tickets.core.strategies import get_strategy, num_to_prune
+from hf_tickets.core.strategies import check_strategy_options, get_strategy, num_to_prune
 from hf_tickets.core.targets import TargetSpec, base_model_of, resolve_targets, unwrap_model
 from hf_tickets.core.ticket import Ticket, TicketConfig
 
@@ -42,6 +42,7 @@ def prune(
     """
     sparsity = check_sparsity(sparsity)
     strategy_fn = get_strategy(strategy)
+    check_strategy_options(strategy, strategy_options)
     if ticket is not None:
         weights = {name: full_weight(p) for name, p in ticket.parameters_of(model).items()}
         keep = ticket.masks

@@ -7,6 +7,7 @@ Every strategy prunes exactly ``round(sparsity * n)`` of the ``n`` weights.
 
 from __future__ import annotations
 
+import inspect
 import math
 import zlib
 from collections.abc import Callable, Mapping
@@ -35,6 +36,30 @@ def get_strategy(name: str) -> Strategy:
         return STRATEGIES[name]
     except KeyError:
         raise TicketError(f"unknown pruning strategy {name!r}; available: {', '.join(sorted(STRATEGIES))}") from None
+
+
+def check_strategy_options(name: str, options: Mapping[str, object]) -> None:
+    """Refuse options ``name``'s strategy does not take, or of another type than its default."""
+    parameters = dict(
+        list(inspect.signature(get_strategy(name)).parameters.items())[3:]
+    )  # after weights, keep, sparsity
+    for option, value in options.items():
+        if option not in parameters:
+            accepted = ", ".join(parameters) or "none"
+            raise TicketError(f"pruning strategy {name!r} takes no option {option!r} (its options: {accepted})")
+        default = parameters[option].default
+        if default is not inspect.Parameter.empty and not _same_kind(value, default):
+            raise TicketError(
+                f"option {option!r} of pruning strategy {name!r} must be {type(default).__name__}, got {value!r}"
+            )
+
+
+def _same_kind(value: object, default: object) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return isinstance(value, int) if isinstance(default, int) else isinstance(value, (int, float))
+    return default is None or isinstance(value, type(default))
 
 
 def num_to_prune(weights: Mapping[str, torch.Tensor], sparsity: float) -> int:

@@ -6,15 +6,21 @@ Masks are keyed by parameter name relative to the base model, so a ticket found 
 
 - ``ticket_masks.safetensors``: masks bit-packed (1 bit per weight), dense shapes and pruned
   counts in the metadata, plus a small fingerprint of the base weights;
-- ``ticket_config.json``: what the ticket is and where it came from.
+- ``ticket_config.json``: what the ticket is and where it came from, and the SHA-256 of the masks
+  file (``masks_sha256``), so the two are committed together: a save killed at any moment, a bit
+  flip or a masks file from another save is detected on load.
 
-Only safetensors and JSON are ever read.
+Saving writes both files to temporaries, publishes the new config as ``.ticket_config.json.pending``,
+then renames the masks and the config into place. Loading accepts the config whose checksum matches
+the masks file, so it reads the old ticket or the new one, never a mix. Only safetensors and JSON are
+ever read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +29,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.remote import remote_store
 from hf_tickets.core.selection import count_pruned
 from hf_tickets.core.shards import full_shape, full_weight, zero_pruned_
 from hf_tickets.core.targets import base_model_of, base_model_prefix, unwrap_model
-from hf_tickets.core.ticket_files import load_packed_masks, save_packed_masks
+from hf_tickets.core.ticket_files import (
+    CONFIG_FILE,
+    MASKS_FILE,
+    PENDING_CONFIG_FILE,
+    SHA256_RE,
+    fingerprint_size,
+    read_ticket_files,
+    save_ticket_files,
+)
 from hf_tickets.core.version import __version__
 
-FORMAT_VERSION = 1
-MASKS_FILE = "ticket_masks.safetensors"
-CONFIG_FILE = "ticket_config.json"
+logger = logging.getLogger(__name__)
 
-#: Weights at a few fixed positions per tensor identify the base model cheaply.
-FINGERPRINT_POSITIONS = 32
+#: 2 added ``masks_sha256``; format-1 tickets (no checksum) still load, with a warning.
+FORMAT_VERSION = 2
+__all__ = ["CONFIG_FILE", "MASKS_FILE", "PENDING_CONFIG_FILE", "ApplyReport", "Ticket", "TicketConfig"]
 #: Fine-tuning keeps the cosine with θ0 near 1; another checkpoint or a random init gives ~0.
 FINGERPRINT_MIN_SIMILARITY = 0.5
 
@@ -55,19 +67,73 @@ class TicketConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     hf_tickets_version: str = __version__
+    masks_sha256: str | None = None  # of the masks file saved with this config
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TicketConfig:
-        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+    def from_dict(cls, data: Any, source: str = "ticket config") -> TicketConfig:
+        """Validate every known field (``source`` names the file in errors); unknown fields are ignored."""
+        if not isinstance(data, dict):
+            raise TicketError(f"{source} must hold a JSON object, not {type(data).__name__}")
+        version = data.get("format_version", 1)
+        if not _is_int(version) or version < 1:
+            raise TicketError(f"{source}: field 'format_version' = {version!r} is not a format number")
+        if version > FORMAT_VERSION:
             raise TicketError(
-                f"ticket format {data['format_version']} is newer than this hf_tickets "
+                f"{source}: ticket format {version} is newer than this hf_tickets "
                 f"({__version__}, format {FORMAT_VERSION}); upgrade hf_tickets"
             )
+        for name, valid, expected in _FIELD_CHECKS:
+            if name in data and not valid(data[name]):
+                raise TicketError(f"{source}: field {name!r} = {_short(data[name])} is not {expected}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _optional_str(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_FIELD_CHECKS = [
+    ("base_model", _optional_str, "a string or null"),
+    ("base_model_revision", _optional_str, "a string or null"),
+    ("base_model_prefix", lambda v: isinstance(v, str), "a string"),
+    ("model_type", _optional_str, "a string or null"),
+    (
+        "targets",
+        lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
+        "a string or a list of strings",
+    ),
+    ("strategy", lambda v: isinstance(v, str), "a string"),
+    ("sparsity", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    (
+        "per_tensor_sparsity",
+        lambda v: isinstance(v, dict) and all(_is_number(x) and 0 <= x <= 1 for x in v.values()),
+        "an object of numbers in [0, 1]",
+    ),
+    ("provenance", lambda v: isinstance(v, dict), "an object"),
+    ("hf_tickets_version", lambda v: isinstance(v, str), "a string"),
+    (
+        "masks_sha256",
+        lambda v: v is None or (isinstance(v, str) and SHA256_RE.fullmatch(v) is not None),
+        "a SHA-256 hex digest",
+    ),
+]
 
 
 @dataclass
@@ -83,7 +149,7 @@ class ApplyReport:
 
 
 def fingerprint_positions(numel: int) -> torch.Tensor:
-    return torch.linspace(0, numel - 1, min(FINGERPRINT_POSITIONS, numel)).round().long()
+    return torch.linspace(0, numel - 1, fingerprint_size(numel)).round().long()
 
 
 def _values_at_positions(p: torch.Tensor) -> torch.Tensor:
@@ -169,33 +235,52 @@ class Ticket:
         return params
 
     def base_similarity(self, model: nn.Module) -> float | None:
-        """Cosine between the model's surviving weights and the recorded base weights, at fixed positions."""
-        if not self.fingerprint:
-            return None
-        params = self.parameters_of(model)
+        """Cosine between the model's surviving weights and the recorded base weights, at fixed positions;
+        None when it cannot be measured (see :meth:`apply` for the checks)."""
+        similarity, _ = self._compare_with_base(self.parameters_of(model))
+        return similarity
+
+    def _compare_with_base(self, params: dict[str, nn.Parameter]) -> tuple[float | None, str | None]:
+        """(similarity, None) or (None, why the base cannot be checked)."""
+        missing = [name for name in self.masks if name not in self.fingerprint]
+        if missing:
+            what = "no fingerprint" if len(missing) == len(self.masks) else f"no fingerprint for {missing[0]!r}"
+            return None, f"the ticket records {what} of its base model's weights"
         recorded, current = [], []
-        for name, values in self.fingerprint.items():
-            if name not in params:
-                continue
-            alive = self.masks[name].reshape(-1)[fingerprint_positions(self.masks[name].numel())]
-            recorded.append(values[alive])
+        for name, mask in self.masks.items():
+            positions = fingerprint_positions(mask.numel())
+            alive = mask.reshape(-1)[positions]
+            recorded.append(self.fingerprint[name][alive])
+            # Every tensor is read, even if nothing survives: gathering a sharded one is a collective.
             current.append(_values_at_positions(params[name])[alive])
         a, b = torch.cat(recorded), torch.cat(current)
+        if not torch.isfinite(a).all():
+            return None, "the ticket's fingerprint of its base model holds inf or NaN"
         if a.numel() == 0:
-            return None
+            return None, "no fingerprint position survives pruning, so the weights cannot be compared"
+        if not torch.isfinite(b).all():
+            return None, "the model's weights hold inf or NaN at the fingerprint positions"
         denom = a.norm() * b.norm()
-        return float(a @ b / denom) if denom > 0 else 0.0
+        return (float(a @ b / denom) if denom > 0 else 0.0), None
 
     def apply(self, model: nn.Module, verify_base: bool = True) -> ApplyReport:
         """Zero the pruned weights of ``model`` in place. All checks run first: on error nothing changes.
 
-        ``verify_base=False`` skips the fingerprint check (e.g. for randomly re-initialised weights).
-        Sharded parameters (FSDP2, DeepSpeed ZeRO-3) are masked on the shard each rank holds; the
-        fingerprint check then gathers weights, so every rank must call ``apply``.
+        The model must be the base the ticket was found on (or a fine-tuned copy of it): its weights at
+        the fingerprint positions are compared with the recorded ones, and a fingerprint that cannot be
+        checked (missing, inf/NaN, no position left unpruned) is an error too. ``verify_base=False``
+        skips this (e.g. for randomly re-initialised weights). Sharded parameters (FSDP2, DeepSpeed
+        ZeRO-3) are masked on the shard each rank holds; the fingerprint check then gathers weights,
+        so every rank must call ``apply``.
         """
         params = self.parameters_of(model)
-        similarity = self.base_similarity(model)
-        if verify_base and similarity is not None and similarity < FINGERPRINT_MIN_SIMILARITY:
+        similarity, problem = self._compare_with_base(params)
+        if verify_base and problem is not None:
+            raise TicketError(
+                f"cannot check that the model is the base this ticket was found on ({self.config.base_model!r}): "
+                f"{problem}. Pass verify_base=False to apply the mask without that check."
+            )
+        if verify_base and similarity < FINGERPRINT_MIN_SIMILARITY:
             raise TicketError(
                 f"the model's weights do not match the base model this ticket was found on "
                 f"({self.config.base_model!r}): fingerprint similarity {similarity:.2f} < "
@@ -221,11 +306,14 @@ class Ticket:
 
     # -------------------------------------------------------------- save/load
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_packed_masks(directory / MASKS_FILE, self.masks, self.fingerprint)
-        atomic_write_json(directory / CONFIG_FILE, self.config.to_dict())
-        return directory
+        """Write the ticket to ``save_directory``; a process killed meanwhile leaves the old ticket or this one."""
+
+        def config_for(masks_sha256: str) -> dict[str, Any]:
+            self.config.masks_sha256, self.config.format_version = masks_sha256, FORMAT_VERSION
+            return self.config.to_dict()
+
+        save_ticket_files(Path(save_directory), self.masks, self.fingerprint, config_for)
+        return Path(save_directory)
 
     @classmethod
     def from_pretrained(
@@ -242,22 +330,35 @@ class Ticket:
         text = str(name_or_path)
         if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
             raise TicketError(f"no ticket directory at {text!r} (expected {MASKS_FILE} and {CONFIG_FILE})")
-        directory = remote_store().download(text, revision=revision, token=token, cache_dir=cache_dir)
-        return cls._load_directory(Path(directory))
+        try:
+            directory = remote_store().download(text, revision=revision, token=token, cache_dir=cache_dir)
+        except TicketError as err:
+            # A mistyped local path looks like a repo id: say that both readings failed, the local one first.
+            if path.parent.is_dir():
+                message = f"no ticket directory at {text!r} ({path.parent}/ has no {path.name!r}); as a Hub repo: {err}"
+            else:
+                message = f"{text!r} is not a local directory, and as a Hub repo: {err}"
+            raise type(err)(message) from (err.__cause__ or err)
+        return cls._load_directory(Path(directory), trust_pending=False)
 
     @classmethod
-    def _load_directory(cls, directory: Path) -> Ticket:
-        config_path, masks_path = directory / CONFIG_FILE, directory / MASKS_FILE
-        for required in (config_path, masks_path):
-            if not required.is_file():
-                raise TicketError(f"{directory} is not a ticket: {required.name} is missing")
-        try:
-            config = TicketConfig.from_dict(json.loads(config_path.read_text()))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
-            raise TicketError(f"{config_path} is not valid ticket JSON: {err}") from err
-        masks, fingerprint = load_packed_masks(masks_path)
+    def _load_directory(cls, directory: Path, trust_pending: bool = True) -> Ticket:
+        """``trust_pending=False`` for downloaded folders: only a local save leaves a pending config."""
+        masks, fingerprint, data, config_path = read_ticket_files(directory, trust_pending)
+        config = TicketConfig.from_dict(data, str(config_path))
+        if config.masks_sha256 is None:
+            if config.format_version >= 2:
+                raise TicketError(f"{config_path}: field 'masks_sha256' is missing (required since ticket format 2)")
+            logger.warning(
+                "%s is a format-1 ticket without a checksum: its masks file cannot be verified "
+                "(re-save it with Ticket.save_pretrained to add one)",
+                directory,
+            )
         if set(config.per_tensor_sparsity) and set(config.per_tensor_sparsity) != set(masks):
-            raise TicketError(f"{config_path} and {masks_path.name} name different tensors; the ticket is corrupt")
+            raise TicketError(
+                f"{config_path}: field 'per_tensor_sparsity' and {MASKS_FILE} name different tensors; "
+                "the ticket is corrupt"
+            )
         return cls(masks, config, fingerprint)
 
     def push_to_hub(self, repo_id: str, **kwargs):

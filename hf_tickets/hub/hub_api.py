@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,22 +80,51 @@ def hub_errors(repo_id: str, revision: str | None, what: str) -> Iterator[None]:
         ) from err
 
 
-def check_files(directory: str | Path, repo_id: str, revision: str | None) -> None:
-    """Parse every downloaded JSON file and safetensors header, so a broken one is named with its repo."""
-    for path in sorted(Path(directory).rglob("*")):
-        if ".cache" in path.relative_to(directory).parts:  # huggingface_hub's own bookkeeping in local_dir
-            continue
+#: What a pull may write: top-level files of the safe types, named plainly (no dot files, no paths).
+SAFE_SUFFIXES = (".safetensors", ".json", ".md", ".png")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_escaping_name(name: str) -> bool:
+    """A repo file name that could point outside the folder it is downloaded to."""
+    return (
+        not isinstance(name, str)
+        or name.startswith(("/", "~"))
+        or "\\" in name
+        or ".." in name.split("/")
+        or any(ord(c) < 32 for c in name)
+    )
+
+
+def is_downloadable(name: str) -> bool:
+    """A top-level file of a safe type with a plain name (``.cache/...``, ``sub/x.json``, ``.x.json`` are not)."""
+    return "/" not in name and name.endswith(SAFE_SUFFIXES) and _PLAIN_NAME.fullmatch(name) is not None
+
+
+def check_files(directory: str | Path, repo_id: str, revision: str | None, names: list[str] | None = None) -> None:
+    """Parse each downloaded file (``names``, default: the top-level ones) by its type, so a broken one is
+    named with its repo: JSON, safetensors headers, UTF-8 Markdown, PNG signature."""
+    directory = Path(directory)
+    paths = (
+        [directory / n for n in names] if names is not None else sorted(p for p in directory.iterdir() if p.is_file())
+    )
+    for path in paths:
         try:
             if path.suffix == ".json":
                 json.loads(path.read_text(encoding="utf-8"))
             elif path.suffix == ".safetensors":
                 with safe_open(str(path), framework="pt") as f:
                     f.keys()
-            else:
-                continue
-        except (SafetensorError, OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
-            kind = "JSON" if path.suffix == ".json" else "safetensors"
+            elif path.suffix == ".md":
+                path.read_text(encoding="utf-8")
+            elif path.suffix == ".png":
+                with path.open("rb") as f:
+                    if f.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+                        raise ValueError("no PNG signature")
+        except (SafetensorError, OSError, ValueError, RecursionError) as err:
+            kind = {".json": "JSON", ".safetensors": "safetensors", ".md": "UTF-8 text", ".png": "PNG"}[path.suffix]
             raise TicketHubError(
                 f"{path.name} in {describe_repo(repo_id, revision)} is not a valid {kind} file "
-                f"(corrupt or truncated upload?): {err}"
+                f"(corrupt or truncated upload?): {' '.join(str(err).split())[:300]}"
             ) from err

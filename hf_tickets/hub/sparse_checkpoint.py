@@ -21,13 +21,17 @@ import shutil
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, PreTrainedModel
 
 from hf_tickets.core.atomic_files import atomic_write
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket import MASKS_FILE, Ticket
-from hf_tickets.core.ticket_files import pack_mask, unpack_mask
+from hf_tickets.core.ticket_files import is_count, pack_mask, unpack_mask
+
+logger = logging.getLogger(__name__)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ COMPACT_SUFFIX = ".compact.safetensors"
 COMPACT_FORMAT = "hf_tickets.compact"
 COMPACT_FORMAT_VERSION = "1"
 VALUES_SUFFIX, MASK_SUFFIX = "::values", "::mask"
+MODEL_CONFIG_FILE = "config.json"
+#: The most a compact file may expand to: bert-large in float64 is 2.7 GB.
+MAX_DENSE_BYTES = 8 * 1024**3
 #: Compacting a tensor adds a header entry (~150 bytes); smaller savings are not worth it.
 MIN_SAVING_BYTES = 256
 _NOTE = (
@@ -88,15 +95,75 @@ def compact_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
     return out, shapes
 
 
-def expand_tensors(
-    tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]], source: str = ""
-) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`compact_tensors`; ``source`` names the file in errors."""
-    dense = {name: t for name, t in tensors.items() if not name.endswith((VALUES_SUFFIX, MASK_SUFFIX))}
+def _checked_shapes(shapes, source: str) -> dict[str, list[int]]:
+    if not isinstance(shapes, dict):
+        raise TicketError(f"{source}: metadata field 'shapes' must be a JSON object, not {type(shapes).__name__}")
+    for name, shape in shapes.items():
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 8 or not all(is_count(d) for d in shape):
+            raise TicketError(f"{source}: metadata field shapes[{name!r}] = {shape!r} is not a list of sizes")
+    return shapes
+
+
+def check_expansion(
+    tensors: dict[str, torch.Tensor],
+    shapes: dict[str, list[int]],
+    source: str,
+    *,
+    expected: dict[str, tuple[int, ...]] | None = None,
+    max_dense_bytes: int = MAX_DENSE_BYTES,
+) -> None:
+    """Refuse, before anything is allocated, a compact file whose expansion is malformed or too large.
+
+    Every ``::values``/``::mask`` tensor must belong to a compacted tensor (nothing is dropped), no name
+    may be both, and with ``expected`` (the model's tensor shapes, from its ``config.json``) every
+    tensor must be one of the model's with its shape. The dense file may not exceed ``max_dense_bytes``.
+    """
+    shapes = _checked_shapes(shapes, source)
+    plain = {name for name in tensors if not name.endswith((VALUES_SUFFIX, MASK_SUFFIX))}
+    parts = {name.removesuffix(VALUES_SUFFIX).removesuffix(MASK_SUFFIX) for name in tensors if name not in plain}
+    if parts - set(shapes):
+        raise TicketError(f"{source}: tensors {sorted(parts - set(shapes))[:3]} have no recorded shape in 'shapes'")
+    if plain & set(shapes):
+        raise TicketError(f"{source}: {sorted(plain & set(shapes))[:3]} are stored both dense and compact")
+    total = 0
     for name, shape in shapes.items():
         values, packed = tensors.get(name + VALUES_SUFFIX), tensors.get(name + MASK_SUFFIX)
-        if values is None or packed is None or packed.numel() != math.ceil(math.prod(shape) / 8):
+        if values is None or packed is None or values.dim() != 1 or packed.dtype != torch.uint8:
             raise TicketError(f"{source}: the values or mask of {name!r} are missing or damaged")
+        if packed.dim() != 1 or packed.numel() != math.ceil(math.prod(shape) / 8):
+            raise TicketError(f"{source}: the mask of {name!r} does not fit its recorded shape {shape}")
+        total += math.prod(shape) * values.element_size()
+    total += sum(tensors[name].numel() * tensors[name].element_size() for name in plain)
+    if expected is not None:
+        for name in sorted(plain | set(shapes)):
+            shape = tuple(shapes[name]) if name in shapes else tuple(tensors[name].shape)
+            if name not in expected:
+                raise TicketError(f"{source}: tensor {name!r} is not a tensor of the model its config.json describes")
+            if shape != tuple(expected[name]):
+                raise TicketError(
+                    f"{source}: tensor {name!r} claims shape {list(shape)}, the model in config.json has "
+                    f"{list(expected[name])}"
+                )
+    if total > max_dense_bytes:
+        raise TicketError(
+            f"{source}: expanding would write {total:,} bytes, more than the limit of {max_dense_bytes:,} "
+            "(pass max_dense_bytes= to allow more)"
+        )
+
+
+def expand_tensors(
+    tensors: dict[str, torch.Tensor],
+    shapes: dict[str, list[int]],
+    source: str = "compact tensors",
+    *,
+    expected: dict[str, tuple[int, ...]] | None = None,
+    max_dense_bytes: int = MAX_DENSE_BYTES,
+) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`compact_tensors`, after :func:`check_expansion`; ``source`` names the file in errors."""
+    check_expansion(tensors, shapes, source, expected=expected, max_dense_bytes=max_dense_bytes)
+    dense = {name: t for name, t in tensors.items() if not name.endswith((VALUES_SUFFIX, MASK_SUFFIX))}
+    for name, shape in shapes.items():
+        values, packed = tensors[name + VALUES_SUFFIX], tensors[name + MASK_SUFFIX]
         keep = unpack_mask(packed, [math.prod(shape)])
         if int(keep.sum()) != values.numel():
             raise TicketError(f"{source}: {name!r} has {values.numel()} values for {int(keep.sum())} kept weights")
@@ -104,6 +171,34 @@ def expand_tensors(
         flat[keep] = values
         dense[name] = flat.reshape(shape)
     return dense
+
+
+def model_tensor_shapes(directory: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Shapes of the tensors of the model ``directory/config.json`` describes (built on the meta device,
+    nothing allocated); None without a config.json or for an architecture transformers does not know."""
+    config_path = Path(directory) / MODEL_CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        config = AutoConfig.from_pretrained(str(directory))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TicketError(f"{config_path} is not a usable model config: {' '.join(str(err).split())}") from err
+    architectures = getattr(config, "architectures", None)
+    name = architectures[0] if isinstance(architectures, list) and architectures else None
+    model_class = getattr(transformers, name, None) if isinstance(name, str) else None
+    if not (isinstance(model_class, type) and issubclass(model_class, PreTrainedModel)):
+        logger.warning(
+            "%s: architecture %r unknown to transformers; tensor sizes checked against limits only",
+            config_path,
+            name,
+        )
+        return None
+    try:
+        with torch.device("meta"):
+            model = model_class(config)
+    except Exception as err:  # noqa: BLE001 - any failure to build the described model means the config is unusable
+        raise TicketError(f"{config_path}: cannot build {name} from it: {err}") from err
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
 def to_compact(src: str | Path, dst: str | Path) -> Path:
@@ -123,8 +218,15 @@ def to_compact(src: str | Path, dst: str | Path) -> Path:
     return atomic_write(dst, lambda tmp: save_file(out, tmp, metadata=compact_metadata))
 
 
-def to_dense(src: str | Path, dst: str | Path) -> Path:
-    """Expand the compact file ``src`` into a standard safetensors file at ``dst``."""
+def to_dense(
+    src: str | Path, dst: str | Path, *, check_model: bool = True, max_dense_bytes: int = MAX_DENSE_BYTES
+) -> Path:
+    """Expand the compact file ``src`` into a standard safetensors file at ``dst``.
+
+    With a ``config.json`` beside ``src`` (and ``check_model``), every tensor must be one of that
+    model's, with its shape; the dense file may never exceed ``max_dense_bytes``. Both are checked
+    before anything is allocated.
+    """
     src = Path(src)
     tensors, metadata = _read(src)
     if metadata.get("format") != COMPACT_FORMAT:
@@ -133,10 +235,13 @@ def to_dense(src: str | Path, dst: str | Path) -> Path:
         raise TicketError(f"{src} has compact format version {metadata.get('format_version')!r}; upgrade hf_tickets")
     try:
         shapes, dense_metadata = json.loads(metadata["shapes"]), json.loads(metadata["dense_metadata"])
-    except (KeyError, json.JSONDecodeError) as err:
+    except (KeyError, ValueError, RecursionError) as err:
         raise TicketError(f"{src} has damaged metadata: {err}") from err
-    dense = expand_tensors(tensors, shapes, source=str(src))
-    return atomic_write(dst, lambda tmp: save_file(dense, tmp, metadata=dense_metadata))
+    if not isinstance(dense_metadata, dict) or not all(isinstance(v, str) for v in dense_metadata.values()):
+        raise TicketError(f"{src}: metadata field 'dense_metadata' must be an object of strings")
+    expected = model_tensor_shapes(src.parent) if check_model else None
+    dense = expand_tensors(tensors, shapes, source=str(src), expected=expected, max_dense_bytes=max_dense_bytes)
+    return atomic_write(dst, lambda tmp: save_file(dense, tmp, metadata=dense_metadata or None))
 
 
 def _weight_files(directory: Path, to: str) -> list[Path]:
@@ -152,30 +257,56 @@ def _converted_name(name: str, to: str) -> str:
     return name[: -len(".safetensors")] + COMPACT_SUFFIX
 
 
-def convert(src: str | Path, dst: str | Path, to: str, *, keep_source: bool = True) -> list[Path]:
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    to: str,
+    *,
+    keep_source: bool = True,
+    in_place: bool = False,
+    max_dense_bytes: int = MAX_DENSE_BYTES,
+) -> list[Path]:
     """Convert a file, or every weight file of a checkpoint directory, ``to`` ``"dense"`` or ``"compact"``.
 
     For a directory, ``dst`` is a directory that receives the converted weights and a copy of the
-    other files (config, ticket, card), so it is a complete checkpoint. ``keep_source=False`` removes
-    the converted sources (useful when ``dst`` is ``src``). Returns the files written.
+    other files (config, ticket, card), so it is a complete checkpoint. ``dst`` equal to ``src`` is
+    refused unless ``in_place=True`` or ``keep_source=False`` (which removes the converted sources).
+    Returns the files written.
     """
     if to not in ("dense", "compact"):
         raise TicketError(f"convert to 'dense' or 'compact', not {to!r}")
-    write = to_dense if to == "dense" else to_compact
     src, dst = Path(src), Path(dst)
+
+    def write(source: Path, target: Path) -> Path:
+        if to == "dense":
+            return to_dense(source, target, max_dense_bytes=max_dense_bytes)
+        return to_compact(source, target)
+
+    if not src.exists():
+        raise TicketError(f"{src} does not exist")
+    same = dst.exists() and dst.resolve() == src.resolve()
+    if same and keep_source and not in_place:
+        raise TicketError(
+            f"destination {dst} is the source; pass a new destination, or in_place=True (`--in-place`) to "
+            "write the converted files beside the sources"
+        )
     if not src.is_dir():
         if not src.is_file():
-            raise TicketError(f"{src} does not exist")
+            raise TicketError(f"{src} is not a file or a directory")
         target = dst / _converted_name(src.name, to) if dst.is_dir() else dst
+        if target.exists() and target.resolve() == src.resolve():
+            raise TicketError(f"converting {src} would overwrite it with its own conversion; choose another name")
         written = [write(src, target)]
-        if not keep_source and target.resolve() != src.resolve():
+        if not keep_source:
             src.unlink()
         return written
     sources = _weight_files(src, to)
     if not sources:
         raise TicketError(f"{src} holds no {'compact' if to == 'dense' else 'dense'} safetensors weights to convert")
+    if dst.exists() and not dst.is_dir():
+        raise TicketError(f"{dst} exists and is not a directory; a checkpoint directory converts into a directory")
     dst.mkdir(parents=True, exist_ok=True)
-    if dst.resolve() != src.resolve():
+    if not same:
         for other in src.iterdir():
             if other.is_file() and other not in sources and not other.name.startswith("."):
                 shutil.copy2(other, dst / other.name)
