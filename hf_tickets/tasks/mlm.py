@@ -111,3 +111,24 @@ def mlm_data_collator(
     return DataCollatorForLanguageModeling(
         tokenizer=tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=pad_to_multiple_of, seed=seed
     )
+
+
+def tokenize_line_by_line(
+    raw_datasets: DatasetDict, tokenizer, max_seq_length: int | None = None, pad_to_max_length: bool = False
+) -> DatasetDict:
+    """``--line_by_line``: every non-empty line is one sequence, truncated to ``max_seq_length``."""
+    max_seq_length = resolve_block_size(tokenizer, max_seq_length)
+    padding = "max_length" if pad_to_max_length else False
+
+    def tokenize(examples):
+        lines = [line for line in examples["text"] if len(line) > 0 and not line.isspace()]
+        return tokenizer(
+            lines, padding=padding, truncation=True, max_length=max_seq_length, return_special_tokens_mask=True
+        )
+
+    return DatasetDict(
+        {
+            split: dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
+            for split, dataset in raw_datasets.items()
+        }
+    )
