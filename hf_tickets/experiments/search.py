@@ -176,7 +176,9 @@ def export_search(manager: IMPManager, task: PreparedTask, training_args, tokeni
             write_results(out, "train", stock_train_metrics(row, task))
     barrier()
     trainer = build_trainer(model, task, round_training_args(training_args, out), tokenizer=tokenizer)
-    finish_evaluation(trainer, task, out)
+    # The round's own scores are the exported model's; evaluate again only to write eval predictions (SQuAD).
+    scores = None if task.save_eval_predictions else {k: v for k, v in row.items() if k.startswith("eval_")}
+    finish_evaluation(trainer, task, out, scores)
     logger.info(
         "exported round %d (sparsity %.3f, %s): model, tokenizer, ticket and card in %s",
         index,
