@@ -117,9 +117,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         )
     else:
         print("\nNo pruned round stayed within the matching tolerance of the full model on this short run.")
-    print(
-        f"Ticket, model card and plot: {output_dir / 'imp'}/   ({time.perf_counter() - start:.0f} s in all)"
-    )
+    print(f"Ticket, model card and plot: {output_dir / 'imp'}/   ({time.perf_counter() - start:.0f} s in all)")
     return runs
 
 

@@ -20,6 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.collectives import is_main_process
+from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket import Ticket
 from hf_tickets.experiments.arguments import ModelArguments, TicketArguments
 from hf_tickets.experiments.fine_tune import (
@@ -160,6 +161,8 @@ def run_recipe(
     """What a recipe does once its task is prepared: transfer, a ticket search, or a dense fine-tune."""
     warn_if_single_process_requested()
     check_hub_arguments(training_args)
+    if training_args.do_predict and task.predict_fn is None:
+        raise TicketError(f"--do_predict is not supported for {task.name}: it has no test set to predict")
     if ticket_args.ticket:
         ticket = Ticket.from_pretrained(
             ticket_args.ticket, revision=ticket_args.ticket_revision, cache_dir=model_args.cache_dir

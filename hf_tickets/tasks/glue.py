@@ -407,8 +407,11 @@ def preprocess_glue(
     task_name: str | None,
     max_seq_length: int = 128,
     pad_to_max_length: bool = False,
+    map_kwargs: dict | None = None,
 ) -> DatasetDict:
-    """Tokenize the text column(s); keeps ``label`` and drops every other original column."""
+    """Tokenize the text column(s); keeps ``label`` and drops every other original column.
+
+    ``map_kwargs``: extra ``Dataset.map`` arguments (``num_proc``, ``load_from_cache_file``)."""
     if max_seq_length > tokenizer.model_max_length:
         logger.warning(
             "max_seq_length %d exceeds the tokenizer's %d; using %d",
@@ -434,6 +437,7 @@ def preprocess_glue(
                 batched=True,
                 remove_columns=[c for c in dataset.column_names if c != "label"],
                 desc=f"Tokenizing {split}",
+                **(map_kwargs or {}),
             )
             for split, dataset in raw_datasets.items()
         }

@@ -65,7 +65,9 @@ def _classification(name, raw: DatasetDict, tokenizer, data_args, eval_splits, d
     labels = glue.label_info(DatasetDict({k: v for k, v in raw.items() if not k.startswith("test")}))
     raw = DatasetDict({split: _truncate(ds, _split_limit(split, data_args)) for split, ds in raw.items()})
     task_name = name if name in glue.GLUE_TASKS else None
-    tokenized = glue.preprocess_glue(raw, tokenizer, task_name, data_args.max_seq_length, data_args.pad_to_max_length)
+    tokenized = glue.preprocess_glue(
+        raw, tokenizer, task_name, data_args.max_seq_length, data_args.pad_to_max_length, _map_kwargs(data_args)
+    )
     main = metrics.GLUE_MAIN_METRIC.get(name, "mse" if labels.is_regression else "accuracy")
     predict_sets = {
         prefix: tokenized[split].remove_columns("label")
@@ -84,6 +86,14 @@ def _classification(name, raw: DatasetDict, tokenizer, data_args, eval_splits, d
         datasets=datasets,
         predict_fn=glue.predict_writer(predict_sets, labels.names) if predict_sets else None,
     )
+
+
+def _map_kwargs(data_args) -> dict:
+    """--preprocessing_num_workers and --overwrite_cache, as the stock scripts pass them to ``Dataset.map``."""
+    return {
+        "num_proc": getattr(data_args, "preprocessing_num_workers", None),
+        "load_from_cache_file": not getattr(data_args, "overwrite_cache", False),
+    }
 
 
 def _split_limit(split: str, data_args) -> int | None:
@@ -179,9 +189,11 @@ def prepare_mlm(data_args, tokenizer, seed: int = 0, cache_dir: str | None = Non
             data_args.train_file, data_args.validation_file, data_args.validation_split_percentage, cache_dir=cache_dir
         )
     if getattr(data_args, "line_by_line", False):
-        grouped = mlm.tokenize_line_by_line(raw, tokenizer, data_args.max_seq_length, data_args.pad_to_max_length)
+        grouped = mlm.tokenize_line_by_line(
+            raw, tokenizer, data_args.max_seq_length, data_args.pad_to_max_length, _map_kwargs(data_args)
+        )
     else:
-        grouped = mlm.tokenize_and_group(raw, tokenizer, data_args.max_seq_length)
+        grouped = mlm.tokenize_and_group(raw, tokenizer, data_args.max_seq_length, _map_kwargs(data_args))
     train = _truncate(grouped.get("train"), data_args.max_train_samples)
     validation = _truncate(grouped.get("validation"), data_args.max_eval_samples)
 
