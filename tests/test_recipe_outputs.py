@@ -241,3 +241,24 @@ def test_checkpoint_hub_strategies_are_refused(tiny_base, sst2, tmp_path):
                 "checkpoint",
             )
         )
+
+
+def test_early_stopping_works_because_the_trainer_has_the_eval_set(tiny_base, sst2, tmp_path):
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    from hf_tickets.experiments.arguments import GlueDataArguments, ModelArguments
+    from hf_tickets.experiments.experiment import fine_tune, load_theta0, load_tokenizer
+    from hf_tickets.tasks.prepared import prepare_glue
+
+    model_args = ModelArguments(model_name_or_path=tiny_base)
+    train, dev = sst2
+    data_args = GlueDataArguments(task_name="sst2", train_file=str(train), validation_file=str(dev), max_seq_length=32)
+    task = prepare_glue(data_args, load_tokenizer(model_args))
+    args = TrainingArguments(
+        output_dir=str(tmp_path), do_train=True, do_eval=True, max_steps=40, learning_rate=0.0,
+        eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
+        metric_for_best_model="loss", use_cpu=True, report_to="none", per_device_train_batch_size=8,
+    )  # fmt: skip
+    stop = EarlyStoppingCallback(early_stopping_patience=2)  # a learning rate of 0 never improves the loss
+    metrics = fine_tune(load_theta0(model_args, task), task, args, callbacks=[stop])
+    assert metrics["train_steps"] == 3
