@@ -93,10 +93,13 @@ def test_dense_run_leaves_what_the_stock_script_leaves(tiny_base, sst2, tmp_path
 
 def test_search_exports_the_chosen_rounds_sparse_model_with_its_ticket(tiny_base, sst2, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="hf_tickets")
+    test = tmp_path.parent / f"{tmp_path.name}_test.tsv"
+    test.write_text("index\tsentence\n" + "".join(f"{i}\ta dull mess {i}\n" for i in range(7)))
     results = run_glue.main(
         glue_args(
             tiny_base, sst2, tmp_path, "--do_train", "--do_eval", "--max_steps", "8", "--sparsity_schedule", "0.3,0.6"
         )
+        + ["--do_predict", "--test_file", str(test)]
     )
     plan = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Plan:"))
     assert "3 fine-tunes" in plan and "0.300, 0.600" in plan and "--imp_rounds 0" in plan
@@ -114,6 +117,7 @@ def test_search_exports_the_chosen_rounds_sparse_model_with_its_ticket(tiny_base
     assert everything["eval_accuracy"] == row["eval_accuracy"] and everything["train_samples"] == 40
     assert read(tmp_path / "trainer_state.json")["global_step"] == 8
     assert (tmp_path / "README.md").is_file() and (tmp_path / "tokenizer_config.json").is_file()
+    assert len((tmp_path / "predict_results_sst2.txt").read_text().splitlines()) == 8  # by the exported model
     # Only rounds that can still be exported keep trained weights; every round keeps its ticket.
     weights = sorted(p.parts[-3] for p in tmp_path.glob("round_*/checkpoints/model.safetensors"))
     assert set(weights) <= {"round_02", f"round_{results['matching']['round'] or 2:02d}"}

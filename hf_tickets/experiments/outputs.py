@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 from transformers.trainer_utils import get_last_checkpoint
@@ -119,11 +118,8 @@ def stock_eval_metrics(metrics: dict, task: PreparedTask) -> dict:
     out = dict(metrics)
     eval_set = task.eval_datasets.get("eval")
     out["eval_samples"] = len(eval_set) if eval_set is not None else metrics.get("eval_samples", 0)
-    if task.model_class.__name__ == "AutoModelForMaskedLM" and "eval_loss" in out:
-        try:
-            out["perplexity"] = math.exp(out["eval_loss"])
-        except OverflowError:
-            out["perplexity"] = float("inf")
+    if "eval_perplexity" in out:  # the MLM task's; run_mlm.py reports it as "perplexity"
+        out["perplexity"] = out["eval_perplexity"]
     return out
 
 
