@@ -266,3 +266,25 @@ def test_early_stopping_works_because_the_trainer_has_the_eval_set(tiny_base, ss
     stop = EarlyStoppingCallback(early_stopping_patience=2)  # a learning rate of 0 never improves the loss
     metrics = fine_tune(load_theta0(model_args, task), task, args, callbacks=[stop])
     assert metrics["train_steps"] == 3
+
+
+def test_an_interrupted_search_resumes_in_its_output_dir(tiny_base, sst2, tmp_path, caplog):
+    args = glue_args(
+        tiny_base, sst2, tmp_path, "--do_train", "--do_eval", "--max_steps", "4", "--sparsity_schedule", "0.5"
+    )
+    args += ["--save_strategy", "steps", "--save_steps", "2"]
+    first = run_glue.main(args)
+    # As if killed at the end of round 1's training: its checkpoints exist, its metrics were never written.
+    (tmp_path / "round_01" / "metrics.json").unlink()
+    caplog.set_level(logging.INFO, logger="hf_tickets")
+    again = run_glue.main(args)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("resuming it" in m for m in messages)  # the recipe says what it reuses
+    assert any("resuming from" in m and "checkpoint-4" in m for m in messages)  # round 1 from its checkpoint
+    assert [r["sparsity"] for r in again["rounds"]] == [r["sparsity"] for r in first["rounds"]]
+    # Steps 1-4 were not redone. (transformers 5 runs one extra step when resuming from a checkpoint at
+    # max_steps, in a plain Trainer too: global_step 5.)
+    assert min(h["step"] for h in read(tmp_path / "round_01" / "checkpoints" / "trainer_state.json")["log_history"]) > 4
+    assert hf_tickets.Ticket.from_pretrained(tmp_path).equals(
+        hf_tickets.Ticket.from_pretrained(tmp_path / "round_01" / "ticket")
+    )
