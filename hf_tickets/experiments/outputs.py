@@ -16,6 +16,7 @@ from pathlib import Path
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_tickets.core.atomic_files import atomic_write, atomic_write_json
+from hf_tickets.core.collectives import is_main_process
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket import CONFIG_FILE, Ticket
 from hf_tickets.hub.cards import plot_results, ticket_card
@@ -168,7 +169,9 @@ def push_output_dir(training_args, model_args=None, trainer=None, task: Prepared
         return
     out = Path(training_args.output_dir)
     repo_id = training_args.hub_model_id or out.absolute().name
-    if (out / CONFIG_FILE).is_file():
+    if (out / CONFIG_FILE).is_file():  # a ticket beside the model: upload the folder's files as they are
+        if not is_main_process():
+            return
         info = push_folder(
             out,
             repo_id,
@@ -178,7 +181,7 @@ def push_output_dir(training_args, model_args=None, trainer=None, task: Prepared
             commit_message="End of training",
         )
         logger.info("pushed %s to %s (%s)", out, repo_id, getattr(info, "oid", ""))
-    elif trainer is not None:  # a dense run: the stock ending
+    elif trainer is not None:  # a dense run: the stock ending (on every process, as Trainer.push_to_hub wants)
         kwargs = {"finetuned_from": getattr(model_args, "model_name_or_path", None)}
         if task is not None and task.datasets:
             kwargs["dataset"] = task.datasets[0]

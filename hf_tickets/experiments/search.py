@@ -32,8 +32,8 @@ from hf_tickets.training.imp_config import IMPConfig
 
 logger = logging.getLogger(__name__)
 
-#: The weights file of a round's trained model (what ``save_pretrained`` writes).
-ROUND_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+#: The weights files of a round's trained model (``save_pretrained``'s single file, or shards and their index).
+ROUND_WEIGHTS_GLOB = "model*.safetensors*"
 
 
 def imp_config(config: IMPConfig, task: PreparedTask) -> IMPConfig:
@@ -144,11 +144,9 @@ def drop_stale_round_models(manager: IMPManager) -> None:
     for row in results["rounds"]:
         if row["round"] in keep:
             continue
-        for name in ROUND_WEIGHTS:
-            path = round_model_dir(manager, row["round"]) / name
-            if path.is_file():
-                path.unlink()
-                logger.debug("round %d can no longer be exported: removed %s", row["round"], path)
+        for path in round_model_dir(manager, row["round"]).glob(ROUND_WEIGHTS_GLOB):
+            path.unlink()
+            logger.debug("round %d can no longer be exported: removed %s", row["round"], path)
 
 
 def export_search(manager: IMPManager, task: PreparedTask, training_args, tokenizer, base_model: str | None) -> dict:
