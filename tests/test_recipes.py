@@ -157,7 +157,7 @@ def test_run_qa_finds_a_ticket_scored_by_squad_v1_f1(tiny_base, tmp_path):
     assert results["config"]["matching_metric"] == "eval_f1"
     for row in results["rounds"]:
         assert 0 <= row["eval_exact_match"] <= row["eval_f1"] <= 100
-    assert hf_tickets.Ticket.from_pretrained(tmp_path / "ticket").sparsity == pytest.approx(0.5, abs=1e-3)
+    assert hf_tickets.Ticket.from_pretrained(tmp_path).sparsity == pytest.approx(0.5, abs=1e-3)
 
 
 def test_run_qa_too_small_a_window_is_a_clear_error(tiny_base, tmp_path):
@@ -208,7 +208,7 @@ def test_mlm_ticket_transfers_to_glue_and_squad(tiny_base, sst2_files, tmp_path)
         assert 0 <= row["eval_accuracy"] <= 1
     # Evaluation masks are seeded: the dense round's score is reproducible.
     assert results["config"]["matching_metric"] == "eval_accuracy"
-    mlm_ticket = str(tmp_path / "mlm" / "ticket")
+    mlm_ticket = str(tmp_path / "mlm")
     train, dev = sst2_files
     glue = run_glue.main(
         [
@@ -325,12 +325,12 @@ def test_imp_search_writes_rounds_results_and_the_found_ticket(tiny_base, sst2_f
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rounds"] == results["rounds"]
     assert "eval_accuracy" in (tmp_path / "results.csv").read_text().splitlines()[0]
-    ticket = hf_tickets.Ticket.from_pretrained(tmp_path / "ticket")
+    ticket = hf_tickets.Ticket.from_pretrained(tmp_path)  # beside the exported model, as on the Hub
     expected = (results["matching"] or {}).get("round") or 2
     assert ticket.equals(hf_tickets.Ticket.from_pretrained(tmp_path / f"round_{expected:02d}" / "ticket"))
     assert ticket.config.provenance["task"] == "sst2"
-    card = (tmp_path / "ticket" / "README.md").read_text()
-    assert "library_name: hf_tickets" in card and (tmp_path / "ticket" / "sparsity_vs_score.png").is_file()
+    card = (tmp_path / "README.md").read_text()
+    assert "library_name: hf_tickets" in card and (tmp_path / "sparsity_vs_score.png").is_file()
     # Rerunning the finished search trains nothing more and returns the same rounds.
     again = run_glue.main(args)
     assert again["rounds"] == results["rounds"]

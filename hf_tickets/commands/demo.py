@@ -48,9 +48,10 @@ def run_demo(args: argparse.Namespace) -> dict:
     import transformers
     from transformers import TrainingArguments
 
-    from hf_tickets.experiments.arguments import ModelArguments, TicketArguments
+    from hf_tickets.experiments.arguments import ModelArguments
     from hf_tickets.experiments.experiment import load_tokenizer, run_imp_search
     from hf_tickets.tasks.prepared import prepare_movie_reviews
+    from hf_tickets.training.imp_config import IMPConfig
 
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
     logging.getLogger("hf_tickets").setLevel(logging.INFO)
@@ -93,7 +94,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             disable_tqdm=True,
             dataloader_num_workers=0,
         )
-        ticket_args = TicketArguments(sparsity_schedule=args.sparsity_schedule, baseline=baseline, imp_seed=args.seed)
+        ticket_args = IMPConfig(sparsity_schedule=args.sparsity_schedule, baseline=baseline, imp_seed=args.seed)
         print(f"\n== {'IMP (rewind to θ0)' if baseline == 'none' else 'random pruning baseline'} ==", flush=True)
         # Random pruning's round 0 would repeat IMP's dense fine-tune: one step stands in for it.
         runs[name] = run_imp_search(
@@ -116,9 +117,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         )
     else:
         print("\nNo pruned round stayed within the matching tolerance of the full model on this short run.")
-    print(
-        f"Ticket, model card and plot: {output_dir / 'imp' / 'ticket'}/   ({time.perf_counter() - start:.0f} s in all)"
-    )
+    print(f"Ticket, model card and plot: {output_dir / 'imp'}/   ({time.perf_counter() - start:.0f} s in all)")
     return runs
 
 

@@ -1,15 +1,16 @@
 """Command-line arguments of the recipes, named as in the Hugging Face example scripts.
 
 ``recipes/run_glue.py``, ``run_qa.py`` and ``run_mlm.py`` parse ``(ModelArguments, <data
-arguments>, TrainingArguments, TicketArguments)`` with ``HfArgumentParser``, so every stock flag and
-JSON config file keeps working and the ticket flags come on top.
+arguments>, TrainingArguments, IMPConfig, TicketArguments)`` with ``HfArgumentParser``: every stock
+flag and JSON config file keeps working, the IMP settings come as their own dataclass (the engine's
+``IMPConfig``, parsed as is) and the transfer flags on top.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_tickets.training.imp import IMPConfig
+DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
 
 @dataclass
@@ -23,6 +24,51 @@ class ModelArguments:
     token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
     ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "Allow a head of another size."})
+
+
+@dataclass
+class MLMModelArguments(ModelArguments):
+    """``run_mlm.py``'s model flags: a model may also be built from a config (``--model_type``)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Pre-trained model (θ0); leave unset to start from a fresh --model_type/--config_name."},
+    )
+    model_type: str | None = field(
+        default=None, metadata={"help": "Model type of a model built from scratch (e.g. bert), without weights."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Override config settings of a model built from scratch, e.g. 'hidden_size=64,num_hidden_layers=2'."
+        },
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata={"help": "Load the model in this dtype ('auto': the checkpoint's).", "choices": DTYPES},
+    )
+    torch_dtype: str | None = field(default=None, metadata={"help": "Deprecated alias of --dtype.", "choices": DTYPES})
+    low_cpu_mem_usage: bool = field(
+        default=False, metadata={"help": "Load the weights without first building a randomly initialised model."}
+    )
+
+    def __post_init__(self):
+        if self.torch_dtype is not None:
+            if self.dtype is not None and self.dtype != self.torch_dtype:
+                raise ValueError(
+                    f"--torch_dtype {self.torch_dtype} contradicts --dtype {self.dtype}; pass --dtype only"
+                )
+            self.dtype = self.torch_dtype
+        if self.config_overrides is not None and (self.config_name is not None or self.model_name_or_path is not None):
+            raise ValueError(
+                "--config_overrides can't be used in combination with --config_name or --model_name_or_path"
+            )
+        if self.model_name_or_path is None and self.config_name is None and self.model_type is None:
+            raise ValueError(
+                "Need a --model_name_or_path, or a --model_type/--config_name to build a model from scratch"
+            )
+        if self.model_name_or_path is None and self.tokenizer_name is None:
+            raise ValueError("A model built from scratch needs a --tokenizer_name (this recipe trains no tokenizer)")
 
 
 @dataclass
@@ -86,12 +132,21 @@ class MLMDataArguments(_CommonDataArguments):
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens to mask."})
     line_by_line: bool = field(
-        default=False, metadata={"help": "Not supported: texts are grouped into blocks, as in the paper."}
+        default=False,
+        metadata={"help": "One sequence per non-empty line (truncated to max_seq_length) instead of blocks."},
+    )
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every input to max_seq_length (else per batch); --line_by_line only."}
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Not supported: an IMP search re-reads the data every round."}
     )
 
     def __post_init__(self):
-        if self.line_by_line:
-            raise ValueError("--line_by_line is not supported; texts are grouped into blocks of max_seq_length.")
+        if self.streaming:
+            raise ValueError(
+                "--streaming is not supported: every IMP round trains on the same data again; load it once instead"
+            )
         if self.dataset_name is None and self.train_file is None:
             raise ValueError("Need a --dataset_name or a --train_file (raw text).")
         if not 0 < self.mlm_probability < 1:
@@ -99,9 +154,10 @@ class MLMDataArguments(_CommonDataArguments):
 
 
 @dataclass
-class TicketArguments(IMPConfig):
-    """The IMP settings (``IMPConfig``) plus transfer. By default a recipe searches for a ticket with the
-    paper's protocol; ``--imp_rounds 0`` only fine-tunes the dense model; ``--ticket`` transfers one."""
+class TicketArguments:
+    """Transfer instead of a search. The search settings are ``IMPConfig``'s flags (parsed beside these):
+    by default a recipe searches with the paper's protocol; ``--imp_rounds 0`` only fine-tunes the dense
+    model; ``--ticket`` fine-tunes θ0 under an existing ticket."""
 
     ticket: str | None = field(
         default=None,
@@ -109,10 +165,4 @@ class TicketArguments(IMPConfig):
     )
     ticket_revision: str | None = field(
         default=None, metadata={"help": "Hub revision (branch, tag or commit) of --ticket."}
-    )
-    matching_metric: str | None = field(
-        default=None,
-        metadata={
-            "help": "Metric that decides matching (default: the task's, e.g. eval_matthews_correlation for CoLA)."
-        },
     )

@@ -1,122 +1,75 @@
-"""Train and score a prepared task with the stock ``Trainer``: dense, under a ticket, or from scratch.
+"""What the recipes share once their task is prepared: parse the arguments, log, and run one of
+a dense fine-tune, a transfer (fine-tune under a ticket) or a ticket search, ending like the stock
+Hugging Face examples (``outputs``).
 
-The recipes, the demo, ``hf-tickets transfer`` and the IMP manager's Trainer path all fine-tune
-through ``fine_tune`` so every run is built the same way: a fresh ``Trainer`` (fresh optimizer and
-learning-rate schedule), ``TicketCallback`` when a ticket is given, and the task's own scoring.
+The building blocks live beside this module (``fine_tune``: θ0, Trainers, one fine-tune;
+``search``: the IMP search and its export; ``outputs``: what a run leaves in ``output_dir``) and
+are re-exported here for the demo, ``hf-tickets transfer`` and the reproduction.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import datasets
-import torch
 import transformers
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.collectives import is_main_process
+from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket import Ticket
 from hf_tickets.experiments.arguments import ModelArguments, TicketArguments
+from hf_tickets.experiments.fine_tune import (
+    build_trainer,
+    fine_tune,
+    load_theta0,
+    load_tokenizer,
+    round_training_args,
+    train_and_evaluate,
+)
+from hf_tickets.experiments.outputs import (
+    check_hub_arguments,
+    finish_evaluation,
+    push_output_dir,
+    resumable_checkpoint,
+    stock_train_metrics,
+    write_results,
+    write_ticket_outputs,
+)
+from hf_tickets.experiments.search import imp_config, run_imp_search
 from hf_tickets.tasks.prepared import PreparedTask
-from hf_tickets.training.callback import TicketCallback
-from hf_tickets.training.imp import IMPConfig, IMPManager
+from hf_tickets.training.imp_config import IMPConfig
 from hf_tickets.training.launch import distributed_info, warn_if_single_process_requested
-from hf_tickets.training.trainer_loss import use_true_loss
+
+__all__ = [
+    "build_trainer",
+    "fine_tune",
+    "imp_config",
+    "load_theta0",
+    "load_tokenizer",
+    "parse_recipe_args",
+    "round_training_args",
+    "run_imp_search",
+    "run_recipe",
+    "setup_logging",
+    "transfer",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def load_theta0(model_args, task: PreparedTask, seed: int = 0):
-    """θ0: the pre-trained encoder with the task's head, initialised from ``seed``."""
-    config = AutoConfig.from_pretrained(
-        model_args.config_name or model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-        **task.model_kwargs,
+def parse_recipe_args(data_arguments_class, argv=None, model_arguments_class=ModelArguments):
+    """``(model, data, training, IMPConfig, ticket)`` arguments from the command line or one JSON file."""
+    parser = HfArgumentParser(
+        (model_arguments_class, data_arguments_class, TrainingArguments, IMPConfig, TicketArguments)
     )
-    torch.manual_seed(seed)  # the head's random init is part of θ0: same seed, same head
-    return task.model_class.from_pretrained(
-        model_args.model_name_or_path,
-        config=config,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-    )
-
-
-def round_training_args(training_args: TrainingArguments, output_dir: str | Path, **overrides) -> TrainingArguments:
-    """A copy of the user's TrainingArguments writing into ``output_dir`` (one per run or round)."""
-    return dataclasses.replace(training_args, output_dir=str(output_dir), **overrides)
-
-
-def build_trainer(
-    model,
-    task: PreparedTask,
-    training_args: TrainingArguments,
-    ticket: Ticket | None = None,
-    verify_base: bool = True,
-    tokenizer=None,
-    callbacks=(),
-) -> Trainer:
-    all_callbacks = list(callbacks)
-    if ticket is not None:
-        all_callbacks.insert(0, TicketCallback(ticket, verify_base=verify_base))
-    return Trainer(
-        model=use_true_loss(model),
-        args=training_args,
-        train_dataset=task.train_dataset,
-        data_collator=task.data_collator,
-        compute_metrics=task.compute_metrics,
-        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics,
-        processing_class=tokenizer,
-        callbacks=all_callbacks,
-    )
-
-
-def fine_tune(
-    model,
-    task: PreparedTask,
-    training_args: TrainingArguments,
-    ticket: Ticket | None = None,
-    verify_base: bool = True,
-    tokenizer=None,
-    callbacks=(),
-    resume_from_checkpoint=None,
-) -> dict:
-    """Train (if ``do_train``) and evaluate; returns the task's metrics plus train time and steps."""
-    trainer = build_trainer(model, task, training_args, ticket, verify_base, tokenizer, callbacks)
-    metrics: dict = {}
-    if training_args.do_train:
-        if task.train_dataset is None:
-            raise ValueError(f"--do_train needs training data for {task.name}")
-        start = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-        metrics["train_time_s"] = round(time.perf_counter() - start, 2)
-        metrics["train_steps"] = result.global_step
-        metrics["train_loss"] = result.training_loss
-    elif ticket is not None:
-        ticket.apply(model, verify_base=verify_base)
-    if training_args.do_eval:
-        metrics.update(task.evaluate(trainer))
-    return metrics
-
-
-# ----------------------------------------------------------------------------------- recipes
-def parse_recipe_args(data_arguments_class, argv=None):
-    """``(model, data, training, ticket)`` arguments from the command line or one JSON file, as the stock scripts."""
-    parser = HfArgumentParser((ModelArguments, data_arguments_class, TrainingArguments, TicketArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
+        return parser.parse_dict(json.loads(Path(argv[0]).read_text()))
     return parser.parse_args_into_dataclasses(argv)
 
 
@@ -134,21 +87,26 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
-def load_tokenizer(model_args):
-    return AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
-        use_fast=model_args.use_fast_tokenizer,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-    )
+def transfer(
+    model_args,
+    task: PreparedTask,
+    training_args,
+    ticket: Ticket,
+    tokenizer=None,
+    source: str = "",
+    *,
+    stock_outputs: bool = False,
+) -> dict:
+    """Fine-tune θ0 under ``ticket`` (no pruning) and score it; writes ``transfer_results.json``.
 
-
-def transfer(model_args, task: PreparedTask, training_args, ticket: Ticket, tokenizer=None, source: str = "") -> dict:
-    """Fine-tune θ0 under ``ticket`` (no pruning) and score it; writes ``transfer_results.json``."""
+    ``stock_outputs``: end like a stock run (the recipes): resume from the last checkpoint, save the
+    trained sparse model with its ticket, tokenizer and card, the results files, and push once.
+    """
     model = load_theta0(model_args, task, seed=training_args.seed)
-    metrics = fine_tune(model, task, training_args, ticket, tokenizer=tokenizer)
+    if stock_outputs:
+        metrics, _ = _fine_tune_run(model, task, training_args, tokenizer, ticket)
+    else:
+        metrics = fine_tune(model, task, training_args, ticket, tokenizer=tokenizer)
     record = {
         "source_ticket": source or ticket.config.base_model,
         "ticket_sparsity": ticket.sparsity,
@@ -168,78 +126,58 @@ def transfer(model_args, task: PreparedTask, training_args, ticket: Ticket, toke
         task.main_metric,
         metrics.get(task.main_metric),
     )
+    if stock_outputs:
+        push_output_dir(training_args)
     return record
 
 
-def run_recipe(model_args, task: PreparedTask, training_args, ticket_args: TicketArguments, tokenizer=None):
-    """What a recipe does once its task is prepared: transfer, an IMP search, or a dense fine-tune."""
+def _fine_tune_run(model, task: PreparedTask, training_args, tokenizer, ticket: Ticket | None = None):
+    """One fine-tune ending as the stock scripts do; a ticket's files and card go beside the model."""
+    checkpoint = resumable_checkpoint(training_args, searching=False)
+    out = Path(training_args.output_dir)
+    trainer = build_trainer(model, task, round_training_args(training_args, out), ticket, tokenizer=tokenizer)
+    if ticket is not None and not training_args.do_train:
+        ticket.apply(model)
+    train_metrics, eval_metrics = train_and_evaluate(trainer, task, checkpoint)
+    metrics = dict(eval_metrics)
+    if training_args.do_train:
+        if ticket is None:
+            trainer.save_model()  # saves the tokenizer too, as in the stock scripts
+        elif trainer.is_world_process_zero():
+            ticket.config.provenance.setdefault("task", task.name)
+            write_ticket_outputs(model, ticket, out, tokenizer)
+        stock = stock_train_metrics(train_metrics, task)
+        if trainer.is_world_process_zero():
+            write_results(out, "train", stock)
+        trainer.save_state()
+        metrics.update(train_metrics)
+    metrics.update(finish_evaluation(trainer, task, out, eval_metrics))
+    return metrics, trainer
+
+
+def run_recipe(
+    model_args, task: PreparedTask, training_args, search_args: IMPConfig, ticket_args: TicketArguments, tokenizer=None
+):
+    """What a recipe does once its task is prepared: transfer, a ticket search, or a dense fine-tune."""
     warn_if_single_process_requested()
+    check_hub_arguments(training_args)
+    if training_args.do_predict and task.predict_fn is None:
+        raise TicketError(f"--do_predict is not supported for {task.name}: it has no test set to predict")
     if ticket_args.ticket:
         ticket = Ticket.from_pretrained(
             ticket_args.ticket, revision=ticket_args.ticket_revision, cache_dir=model_args.cache_dir
         )
-        return transfer(model_args, task, training_args, ticket, tokenizer, source=ticket_args.ticket)
-    if ticket_args.imp_rounds != 0:
-        return run_imp_search(model_args, task, training_args, ticket_args, tokenizer)
-    model = load_theta0(model_args, task, seed=training_args.seed)
-    metrics = fine_tune(model, task, training_args, tokenizer=tokenizer)
-    if is_main_process():
-        atomic_write_json(Path(training_args.output_dir) / "all_results.json", metrics)
-    return metrics
-
-
-def imp_config(ticket_args, task: PreparedTask) -> IMPConfig:
-    """The ``IMPConfig`` part of the recipe's ticket arguments, matching on the task's metric by default."""
-    values = {f.name: getattr(ticket_args, f.name) for f in dataclasses.fields(IMPConfig)}
-    values["matching_metric"] = values["matching_metric"] or task.main_metric
-    return IMPConfig(**values)
-
-
-def run_imp_search(
-    model_args, task: PreparedTask, training_args, ticket_args, tokenizer=None, dense_round_steps: int | None = None
-) -> dict:
-    """IMP (or a baseline) with one fresh Trainer per round; exports the found ticket with its card.
-
-    ``dense_round_steps`` cuts round 0 (θ0, dense) to that many optimizer steps: for a random-pruning
-    baseline run beside IMP, whose round 0 is the same fine-tune and whose masks do not depend on
-    trained weights. Round 0 is then no full-model reference, so no ticket is exported as matching.
-    """
-    config = imp_config(ticket_args, task)
-    model = load_theta0(model_args, task, seed=training_args.seed)
-    manager = IMPManager(model, config, output_dir=training_args.output_dir)
-
-    def build(model, rnd):
-        cut = {"max_steps": dense_round_steps} if rnd.index == 0 and dense_round_steps else {}
-        return build_trainer(
-            model, task, round_training_args(training_args, rnd.checkpoint_dir, **cut), tokenizer=tokenizer
+        logger.info(
+            "Plan: one fine-tune of θ0 under the ticket %s (sparsity %.3f), no pruning.",
+            ticket_args.ticket,
+            ticket.sparsity,
         )
-
-    results = manager.run_with_trainer(build, evaluate=task.evaluate if training_args.do_eval else None)
-    if is_main_process() and results["rounds"] and not dense_round_steps:
-        export_found_ticket(manager, task, model_args.model_name_or_path)
-    return results
-
-
-def export_found_ticket(manager: IMPManager, task: PreparedTask, base_model: str) -> Path:
-    """``output_dir/ticket``: the matching ticket (else the sparsest trained), its card and plot."""
-    from hf_tickets.hub.cards import plot_results, ticket_card
-
-    results = manager.results
-    chosen = (results.get("matching") or {}).get("round") or None  # round 0 is the dense model, not a ticket
-    index = chosen if chosen is not None else results["rounds"][-1]["round"]
-    ticket = manager.round_ticket(index)
-    ticket.config.base_model = ticket.config.base_model or base_model
-    ticket.config.provenance.update(task=task.name, datasets=task.datasets, matching=chosen is not None)
-    out = Path(manager.output_dir) / "ticket"
-    ticket.save_pretrained(out)
-    plot = plot_results(ticket, results["rounds"], out / "sparsity_vs_score.png")
-    card = ticket_card(ticket, results=results["rounds"], plot_path=plot.name if plot else None)
-    card.save(out / "README.md")
-    logger.info(
-        "ticket of round %d (sparsity %.3f, %s) written to %s",
-        index,
-        ticket.sparsity,
-        "matching" if chosen is not None else "not matching",
-        out,
-    )
-    return out
+        return transfer(model_args, task, training_args, ticket, tokenizer, ticket_args.ticket, stock_outputs=True)
+    if search_args.imp_rounds != 0:
+        resumable_checkpoint(training_args, searching=True)
+        return run_imp_search(model_args, task, training_args, search_args, tokenizer)
+    logger.info("Plan: one dense fine-tune (--imp_rounds 0), no pruning.")
+    model = load_theta0(model_args, task, seed=training_args.seed)
+    metrics, trainer = _fine_tune_run(model, task, training_args, tokenizer)
+    push_output_dir(training_args, model_args, trainer, task)
+    return metrics

@@ -12,7 +12,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+
+from hf_tickets.core.atomic_files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -404,8 +407,11 @@ def preprocess_glue(
     task_name: str | None,
     max_seq_length: int = 128,
     pad_to_max_length: bool = False,
+    map_kwargs: dict | None = None,
 ) -> DatasetDict:
-    """Tokenize the text column(s); keeps ``label`` and drops every other original column."""
+    """Tokenize the text column(s); keeps ``label`` and drops every other original column.
+
+    ``map_kwargs``: extra ``Dataset.map`` arguments (``num_proc``, ``load_from_cache_file``)."""
     if max_seq_length > tokenizer.model_max_length:
         logger.warning(
             "max_seq_length %d exceeds the tokenizer's %d; using %d",
@@ -431,7 +437,32 @@ def preprocess_glue(
                 batched=True,
                 remove_columns=[c for c in dataset.column_names if c != "label"],
                 desc=f"Tokenizing {split}",
+                **(map_kwargs or {}),
             )
             for split, dataset in raw_datasets.items()
         }
     )
+
+
+def predict_writer(predict_sets: dict, label_names: tuple[str, ...] | None):
+    """``predict_fn`` of a GLUE task: ``predict_results_<task>.txt`` per test set, as the stock ``run_glue.py``.
+
+    ``predict_sets`` maps the name in the file name (the task name; ``mnli`` and ``mnli-mm`` for MNLI's
+    two test sets; ``None`` for a custom dataset, as the stock script writes) to a tokenized set without labels.
+    """
+
+    def predict(trainer, output_dir) -> dict:
+        for name, dataset in predict_sets.items():
+            logits = trainer.predict(dataset, metric_key_prefix="predict").predictions
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            if label_names is None:
+                lines = [f"{i}\t{value:3.3f}" for i, value in enumerate(np.squeeze(logits, axis=-1).tolist())]
+            else:
+                lines = [f"{i}\t{label_names[k]}" for i, k in enumerate(np.argmax(logits, axis=1).tolist())]
+            if trainer.is_world_process_zero():
+                path = Path(output_dir) / f"predict_results_{name}.txt"
+                atomic_write_text(path, "\n".join(["index\tprediction", *lines]) + "\n")
+                logger.info("***** Predict results %s ***** written to %s", name, path)
+        return {}  # run_glue saves no predict metrics
+
+    return predict

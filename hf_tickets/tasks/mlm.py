@@ -68,7 +68,9 @@ def resolve_block_size(tokenizer, block_size: int | None) -> int:
     return block_size
 
 
-def tokenize_and_group(raw_datasets: DatasetDict, tokenizer, block_size: int | None = None) -> DatasetDict:
+def tokenize_and_group(
+    raw_datasets: DatasetDict, tokenizer, block_size: int | None = None, map_kwargs: dict | None = None
+) -> DatasetDict:
     """Tokenize every non-blank line, concatenate each split and cut it into ``block_size`` blocks.
 
     The remainder shorter than a block is dropped. ``special_tokens_mask`` is kept so the collator
@@ -91,14 +93,22 @@ def tokenize_and_group(raw_datasets: DatasetDict, tokenizer, block_size: int | N
 
     tokenized = DatasetDict(
         {
-            split: dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
+            split: dataset.map(
+                tokenize,
+                batched=True,
+                remove_columns=dataset.column_names,
+                desc=f"Tokenizing {split}",
+                **(map_kwargs or {}),
+            )
             for split, dataset in raw_datasets.items()
         }
     )
     # Batches of 1,000 lines are grouped separately, as in the stock script: each drops its own remainder.
     return DatasetDict(
         {
-            split: dataset.map(group, batched=True, desc=f"Grouping {split} into blocks of {block_size}")
+            split: dataset.map(
+                group, batched=True, desc=f"Grouping {split} into blocks of {block_size}", **(map_kwargs or {})
+            )
             for split, dataset in tokenized.items()
         }
     )
@@ -110,4 +120,35 @@ def mlm_data_collator(
     """BERT's masking: 15% of tokens, of which 80% [MASK], 10% random, 10% unchanged."""
     return DataCollatorForLanguageModeling(
         tokenizer=tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=pad_to_multiple_of, seed=seed
+    )
+
+
+def tokenize_line_by_line(
+    raw_datasets: DatasetDict,
+    tokenizer,
+    max_seq_length: int | None = None,
+    pad_to_max_length: bool = False,
+    map_kwargs: dict | None = None,
+) -> DatasetDict:
+    """``--line_by_line``: every non-empty line is one sequence, truncated to ``max_seq_length``."""
+    max_seq_length = resolve_block_size(tokenizer, max_seq_length)
+    padding = "max_length" if pad_to_max_length else False
+
+    def tokenize(examples):
+        lines = [line for line in examples["text"] if len(line) > 0 and not line.isspace()]
+        return tokenizer(
+            lines, padding=padding, truncation=True, max_length=max_seq_length, return_special_tokens_mask=True
+        )
+
+    return DatasetDict(
+        {
+            split: dataset.map(
+                tokenize,
+                batched=True,
+                remove_columns=dataset.column_names,
+                desc=f"Tokenizing {split}",
+                **(map_kwargs or {}),
+            )
+            for split, dataset in raw_datasets.items()
+        }
     )

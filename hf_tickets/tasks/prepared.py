@@ -37,6 +37,8 @@ class PreparedTask:
     preprocess_logits_for_metrics: Callable | None = None
     evaluate_fn: Callable | None = None  # (trainer) -> metrics; default: Trainer.evaluate per eval set
     datasets: list[str] = field(default_factory=list)  # for model cards
+    predict_fn: Callable | None = None  # (trainer, output_dir) -> predict metrics; writes the stock predict files
+    save_eval_predictions: Callable | None = None  # (output_dir) -> None; writes eval predictions files (SQuAD)
 
     def evaluate(self, trainer) -> dict[str, float]:
         if self.evaluate_fn is not None:
@@ -60,16 +62,18 @@ def _collator(tokenizer, pad_to_max_length: bool, fp16: bool = False):
 
 
 def _classification(name, raw: DatasetDict, tokenizer, data_args, eval_splits, datasets) -> PreparedTask:
-    labels = glue.label_info(raw)
-    raw = DatasetDict(
-        {
-            split: _truncate(ds, data_args.max_train_samples if split == "train" else data_args.max_eval_samples)
-            for split, ds in raw.items()
-        }
-    )
+    labels = glue.label_info(DatasetDict({k: v for k, v in raw.items() if not k.startswith("test")}))
+    raw = DatasetDict({split: _truncate(ds, _split_limit(split, data_args)) for split, ds in raw.items()})
     task_name = name if name in glue.GLUE_TASKS else None
-    tokenized = glue.preprocess_glue(raw, tokenizer, task_name, data_args.max_seq_length, data_args.pad_to_max_length)
+    tokenized = glue.preprocess_glue(
+        raw, tokenizer, task_name, data_args.max_seq_length, data_args.pad_to_max_length, _map_kwargs(data_args)
+    )
     main = metrics.GLUE_MAIN_METRIC.get(name, "mse" if labels.is_regression else "accuracy")
+    predict_sets = {
+        prefix: tokenized[split].remove_columns("label")
+        for split, prefix in (("test", data_args.task_name), ("test_matched", "mnli"), ("test_mismatched", "mnli-mm"))
+        if split in tokenized
+    }
     return PreparedTask(
         name=name,
         model_class=AutoModelForSequenceClassification,
@@ -80,20 +84,43 @@ def _classification(name, raw: DatasetDict, tokenizer, data_args, eval_splits, d
         main_metric=f"eval_{main}",
         compute_metrics=metrics.glue_metric_fn(task_name, is_regression=labels.is_regression),
         datasets=datasets,
+        predict_fn=glue.predict_writer(predict_sets, labels.names) if predict_sets else None,
     )
 
 
-def prepare_glue(data_args, tokenizer, cache_dir: str | None = None) -> PreparedTask:
+def _map_kwargs(data_args) -> dict:
+    """--preprocessing_num_workers and --overwrite_cache, as the stock scripts pass them to ``Dataset.map``."""
+    return {
+        "num_proc": getattr(data_args, "preprocessing_num_workers", None),
+        "load_from_cache_file": not getattr(data_args, "overwrite_cache", False),
+    }
+
+
+def _split_limit(split: str, data_args) -> int | None:
+    if split == "train":
+        return data_args.max_train_samples
+    if split.startswith("test"):
+        return getattr(data_args, "max_predict_samples", None)
+    return data_args.max_eval_samples
+
+
+def prepare_glue(data_args, tokenizer, cache_dir: str | None = None, do_predict: bool = False) -> PreparedTask:
+    """``do_predict``: also prepare the test split (``--test_file``, or the Hub dataset's) for ``predict_fn``."""
+    test_file = getattr(data_args, "test_file", None) if do_predict else None
+    if do_predict and test_file is None and data_args.dataset_name is None:
+        raise ValueError("--do_predict needs a --test_file (or a --dataset_name with a test split)")
     raw = glue.load_glue(
         data_args.task_name,
         train_file=data_args.train_file,
         validation_file=data_args.validation_file,
+        test_file=test_file,
         validation_mismatched_file=getattr(data_args, "validation_mismatched_file", None),
         dataset_name=data_args.dataset_name,
         dataset_config_name=data_args.dataset_config_name,
         cache_dir=cache_dir,
     )
-    raw = DatasetDict({k: v for k, v in raw.items() if not k.startswith("test")})
+    if not do_predict:
+        raw = DatasetDict({k: v for k, v in raw.items() if not k.startswith("test")})
     name = data_args.task_name or "custom"
     eval_splits = glue.glue_eval_splits(data_args.task_name, raw)
     dataset_id = f"nyu-mll/glue:{data_args.task_name}" if data_args.task_name else (data_args.dataset_name or "custom")
@@ -161,7 +188,12 @@ def prepare_mlm(data_args, tokenizer, seed: int = 0, cache_dir: str | None = Non
         raw = mlm.load_text_files(
             data_args.train_file, data_args.validation_file, data_args.validation_split_percentage, cache_dir=cache_dir
         )
-    grouped = mlm.tokenize_and_group(raw, tokenizer, data_args.max_seq_length)
+    if getattr(data_args, "line_by_line", False):
+        grouped = mlm.tokenize_line_by_line(
+            raw, tokenizer, data_args.max_seq_length, data_args.pad_to_max_length, _map_kwargs(data_args)
+        )
+    else:
+        grouped = mlm.tokenize_and_group(raw, tokenizer, data_args.max_seq_length, _map_kwargs(data_args))
     train = _truncate(grouped.get("train"), data_args.max_train_samples)
     validation = _truncate(grouped.get("validation"), data_args.max_eval_samples)
 

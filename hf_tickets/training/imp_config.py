@@ -91,7 +91,10 @@ class IMPConfig:
     stop_when_not_matching: bool = field(
         default=False, metadata={"help": "Stop after the first round whose score leaves the matching band."}
     )
-    matching_metric: str = field(default="eval_accuracy", metadata={"help": "Metric that decides matching."})
+    matching_metric: str | None = field(
+        default=None,
+        metadata={"help": "Metric that decides matching; default: the task's main metric (e.g. eval_f1 for SQuAD)."},
+    )
     matching_tolerance: float | None = field(
         default=None,
         metadata={
@@ -134,6 +137,10 @@ class IMPConfig:
             raise TicketError(f"early_bird_threshold must be in (0, 1], got {self.early_bird_threshold}")
         if self.early_bird_patience < 1 or self.early_bird_interval < 1:
             raise TicketError("early_bird_patience and early_bird_interval must be >= 1")
+        if self.matching_metric is not None and not (isinstance(self.matching_metric, str) and self.matching_metric):
+            raise TicketError(
+                f"matching_metric must be a metric name such as 'eval_accuracy', got {self.matching_metric!r}"
+            )
         for name in ("matching_tolerance", "full_model_std"):
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise TicketError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -1,0 +1,188 @@
+"""A ticket search from a recipe: IMP (or a baseline) with one fresh Trainer per round.
+
+Each round's Trainer ends like a stock run in its own folder (``round_XX/checkpoints``: the trained
+model, tokenizer and ``trainer_state.json``), so the round that is finally exported can be read back
+from there. Only the rounds that may still be exported keep their trained weights: the matching
+round so far and the latest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from transformers import TrainingArguments
+
+from hf_tickets.core.collectives import barrier, is_main_process
+from hf_tickets.core.errors import TicketError
+from hf_tickets.experiments.fine_tune import build_trainer, load_theta0, round_training_args
+from hf_tickets.experiments.outputs import (
+    TRAINER_STATE_FILE,
+    copy_file,
+    finish_evaluation,
+    push_output_dir,
+    stock_train_metrics,
+    write_results,
+    write_ticket_outputs,
+)
+from hf_tickets.tasks.prepared import PreparedTask
+from hf_tickets.training.imp import CHECKPOINT_DIR, IMPManager
+from hf_tickets.training.imp_config import IMPConfig
+
+logger = logging.getLogger(__name__)
+
+#: The weights files of a round's trained model (``save_pretrained``'s single file, or shards and their index).
+ROUND_WEIGHTS_GLOB = "model*.safetensors*"
+
+
+def imp_config(config: IMPConfig, task: PreparedTask) -> IMPConfig:
+    """``config`` matching on the task's main metric unless it names one."""
+    if not isinstance(config, IMPConfig):
+        raise TypeError(f"run_imp_search takes an IMPConfig, got {type(config).__name__}")
+    return dataclasses.replace(config, matching_metric=config.matching_metric or task.main_metric)
+
+
+def describe_plan(config: IMPConfig, training_args: TrainingArguments) -> str:
+    """One paragraph saying how many fine-tunes the search will run, and how to run just one."""
+    schedule = config.schedule()
+    sparsities = ", ".join(f"{s:.3f}" for s in schedule)
+    length = (
+        f"{training_args.max_steps} steps"
+        if training_args.max_steps > 0
+        else f"{training_args.num_train_epochs:g} epochs"
+    )
+    return (
+        f"Plan: a lottery-ticket search ({'IMP' if config.baseline == 'none' else config.baseline}), "
+        f"{len(schedule)} fine-tunes of {length} each: round 0 trains the full model, then {len(schedule) - 1} "
+        f"pruning rounds at sparsities [{sparsities}]. For a single dense fine-tune instead pass --imp_rounds 0; "
+        f"to fine-tune under an existing ticket pass --ticket DIR_OR_REPO."
+    )
+
+
+def run_imp_search(
+    model_args,
+    task: PreparedTask,
+    training_args,
+    ticket_args: IMPConfig,
+    tokenizer=None,
+    dense_round_steps: int | None = None,
+    *,
+    keep_round_models: bool = True,
+) -> dict:
+    """IMP (or a baseline) with one fresh Trainer per round; returns the manager's results.
+
+    ``ticket_args``: the search settings (``IMPConfig``; ``matching_metric`` defaults to the task's).
+    ``dense_round_steps`` cuts round 0 (θ0, dense) to that many optimizer steps: for a random-pruning
+    baseline run beside IMP, whose round 0 is the same fine-tune and whose masks do not depend on
+    trained weights (no ticket is exported then: round 0 is no full-model reference).
+    ``keep_round_models``: each round saves its trained model (the recipes export
+    one of them); older rounds' weights are deleted once they can no longer be exported. At the end
+    ``output_dir`` holds the exported round's model, ticket, card and the stock results files
+    (``export_search``), pushed once with ``--push_to_hub``.
+    """
+    manager = manager_for_search(model_args, task, training_args, ticket_args)
+    results = search_with_manager(manager, task, training_args, tokenizer, dense_round_steps, keep_round_models)
+    if results["rounds"] and keep_round_models and not dense_round_steps:
+        base = model_args.model_name_or_path or model_args.model_type
+        results["exported"] = export_search(manager, task, training_args, tokenizer, base)
+    return results
+
+
+def manager_for_search(model_args, task: PreparedTask, training_args, config: IMPConfig) -> IMPManager:
+    config = imp_config(config, task)
+    logger.info(describe_plan(config, training_args))
+    model = load_theta0(model_args, task, seed=training_args.seed)
+    return IMPManager(model, config, output_dir=training_args.output_dir)
+
+
+def search_with_manager(
+    manager: IMPManager,
+    task: PreparedTask,
+    training_args,
+    tokenizer=None,
+    dense_round_steps: int | None = None,
+    keep_round_models: bool = True,
+) -> dict:
+    def build(model, rnd):
+        if keep_round_models:
+            drop_stale_round_models(manager)
+        cut = {"max_steps": dense_round_steps} if rnd.index == 0 and dense_round_steps else {}
+        args = round_training_args(training_args, rnd.checkpoint_dir, resume_from_checkpoint=None, **cut)
+        return build_trainer(model, task, args, tokenizer=tokenizer)
+
+    def end_round(trainer) -> dict:
+        if keep_round_models and trainer.args.do_train:
+            trainer.save_model()  # the stock ending, in the round's folder: model (pruned weights zero) + tokenizer
+            trainer.save_state()
+        return task.evaluate(trainer) if trainer.args.do_eval else {}
+
+    results = manager.run_with_trainer(build, evaluate=end_round)
+    if keep_round_models:
+        drop_stale_round_models(manager)
+    return results
+
+
+def chosen_round(results: dict) -> tuple[int, bool]:
+    """The round to export: the matching one (round 0 is the dense model, not a ticket), else the sparsest."""
+    matching = (results.get("matching") or {}).get("round") or None
+    if matching is not None:
+        return matching, True
+    return results["rounds"][-1]["round"], False
+
+
+def round_model_dir(manager: IMPManager, index: int) -> Path:
+    return manager.round_dir(index) / CHECKPOINT_DIR
+
+
+def drop_stale_round_models(manager: IMPManager) -> None:
+    """Delete the trained weights of finished rounds that can no longer be exported."""
+    results = manager.results
+    if not results["rounds"] or not is_main_process():
+        return
+    keep = {results["rounds"][-1]["round"], (results.get("matching") or {}).get("round")}
+    for row in results["rounds"]:
+        if row["round"] in keep:
+            continue
+        for path in round_model_dir(manager, row["round"]).glob(ROUND_WEIGHTS_GLOB):
+            path.unlink()
+            logger.debug("round %d can no longer be exported: removed %s", row["round"], path)
+
+
+def export_search(manager: IMPManager, task: PreparedTask, training_args, tokenizer, base_model: str | None) -> dict:
+    """End the search like a stock run: the chosen round's trained sparse model in ``output_dir`` with its
+    ticket, card and plot, its train results and ``trainer_state.json``, a final evaluation, the push."""
+    results = manager.results
+    index, matching = chosen_round(results)
+    row = next(r for r in results["rounds"] if r["round"] == index)
+    source = round_model_dir(manager, index)
+    if not (source / "config.json").is_file():
+        raise TicketError(
+            f"{source}: config.json missing: the trained model of round {index} was not saved (a run started by an "
+            "older version?); rerun the search in a new output_dir"
+        )
+    ticket = manager.round_ticket(index)  # the one read of the round's ticket; written once below
+    ticket.config.base_model = ticket.config.base_model or base_model
+    ticket.config.provenance.update(task=task.name, datasets=task.datasets, matching=matching)
+    model = task.model_class.from_pretrained(source)
+    out = Path(training_args.output_dir)
+    if is_main_process():
+        write_ticket_outputs(model, ticket, out, tokenizer, results=results["rounds"])
+        if (source / TRAINER_STATE_FILE).is_file():
+            copy_file(source / TRAINER_STATE_FILE, out / TRAINER_STATE_FILE)
+        if training_args.do_train:
+            write_results(out, "train", stock_train_metrics(row, task))
+    barrier()
+    trainer = build_trainer(model, task, round_training_args(training_args, out), tokenizer=tokenizer)
+    # The round's own scores are the exported model's; evaluate again only to write eval predictions (SQuAD).
+    scores = None if task.save_eval_predictions else {k: v for k, v in row.items() if k.startswith("eval_")}
+    finish_evaluation(trainer, task, out, scores)
+    logger.info(
+        "exported round %d (sparsity %.3f, %s): model, tokenizer, ticket and card in %s",
+        index,
+        ticket.sparsity,
+        "matching" if matching else "sparsest; no round matched",
+        out,
+    )
+    push_output_dir(training_args)
+    return {"round": index, "sparsity": ticket.sparsity, "matching": matching}
