@@ -6,17 +6,17 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from hf_tickets.core.errors import TicketError
 from hf_tickets.tasks import shared_data_dir
 from hf_tickets.tasks.squad import (
     SQUAD_FEATURES,
     build_features,
     load_squad_json,
-    postprocess_qa_predictions,
+    model_inputs,
     read_squad_json,
-    squad_eval_dataset,
-    squad_predictions_and_metrics,
     squad_references,
 )
+from hf_tickets.tasks.squad_postprocess import postprocess_qa_predictions, squad_scores
 
 CONTEXT = (
     "The tower was designed by a team of engineers in the north of the country. "
@@ -106,7 +106,7 @@ def test_json_is_flattened_into_squad_columns(examples):
                     ]
                 }
             ),
-            r"qas\[0\]\.answers\[0\]: 'answer_start' should be int, got str",
+            r"qas\[0\]\.answers\[0\]\.answer_start: should be int, got str",
         ),
         (json.dumps({"data": []}), "no question"),
     ],
@@ -114,12 +114,12 @@ def test_json_is_flattened_into_squad_columns(examples):
 def test_malformed_files_are_clear_errors(tmp_path, text, message):
     path = tmp_path / "bad.json"
     path.write_text(text)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TicketError, match=message):
         read_squad_json(path)
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="absent.json: cannot read"):
+    with pytest.raises(TicketError, match="absent.json: cannot read"):
         load_squad_json(train_file=tmp_path / "absent.json")
 
 
@@ -132,7 +132,9 @@ def answer_token_span(feature, answer_start, answer_end):
 
 
 def test_train_windows_label_the_answer_or_cls(examples, tokenizer):
-    features = build_features(examples.select([0]), tokenizer, train=True, max_seq_length=MAX_LEN, doc_stride=STRIDE)
+    features = build_features(
+        examples.select([0]), tokenizer, purpose="train", max_seq_length=MAX_LEN, doc_stride=STRIDE
+    )
     assert len(features) > 2  # the context does not fit in one window
     labelled = [f for f in features if f["start_positions"] != 0]
     assert labelled, "some window must contain the whole answer"
@@ -148,7 +150,7 @@ def test_train_windows_label_the_answer_or_cls(examples, tokenizer):
 
 
 def test_answer_is_recovered_from_constructed_logits(examples, tokenizer):
-    features = build_features(examples, tokenizer, train=False, max_seq_length=MAX_LEN, doc_stride=STRIDE)
+    features = build_features(examples, tokenizer, purpose="eval", max_seq_length=MAX_LEN, doc_stride=STRIDE)
     answer_start = CONTEXT.index(ANSWER)
     start_logits = np.zeros((len(features), MAX_LEN))
     end_logits = np.zeros((len(features), MAX_LEN))
@@ -174,23 +176,31 @@ def test_answer_is_recovered_from_constructed_logits(examples, tokenizer):
     ), "some window must cut the answer's context away"
     predictions = postprocess_qa_predictions(
         examples, features, start_logits, end_logits, n_best_size=5, max_answer_length=4
-    )
+    ).predictions
     assert predictions["q1"] == ANSWER
     assert len(predictions["q2"].split()) <= 4
     long_answers = postprocess_qa_predictions(examples, features, start_logits, end_logits, max_answer_length=MAX_LEN)
-    assert len(long_answers["q2"]) > len(predictions["q2"])
-    answers, metrics = squad_predictions_and_metrics(examples, features, (start_logits, end_logits), 5, 4)
-    assert answers == predictions
+    assert len(long_answers.predictions["q2"]) > len(predictions["q2"])
+    answers = postprocess_qa_predictions(
+        examples, features, start_logits, end_logits, n_best_size=5, max_answer_length=4
+    )
+    metrics = squad_scores(answers, examples)
     assert metrics["exact_match"] == pytest.approx(100.0 * (1 + (predictions["q2"] in ("spring", "in spring"))) / 2)
-    assert squad_eval_dataset(features).column_names == ["input_ids", "token_type_ids", "attention_mask"]
+    assert model_inputs(features).column_names == [
+        "input_ids",
+        "token_type_ids",
+        "attention_mask",
+        "start_positions",
+        "end_positions",
+    ]
 
 
 def test_logit_rows_must_match_features(examples, tokenizer):
-    features = build_features(examples, tokenizer, train=False, max_seq_length=MAX_LEN, doc_stride=STRIDE)
+    features = build_features(examples, tokenizer, purpose="eval", max_seq_length=MAX_LEN, doc_stride=STRIDE)
     with pytest.raises(ValueError, match="logit rows"):
         postprocess_qa_predictions(examples, features, np.zeros((1, MAX_LEN)), np.zeros((1, MAX_LEN)))
-    with pytest.raises(ValueError, match="doc_stride"):
-        build_features(examples, tokenizer, train=False, max_seq_length=16, doc_stride=16)
+    with pytest.raises(TicketError, match="doc_stride"):
+        build_features(examples, tokenizer, purpose="eval", max_seq_length=16, doc_stride=16)
 
 
 def test_slow_tokenizer_is_refused(examples):
@@ -198,8 +208,8 @@ def test_slow_tokenizer_is_refused(examples):
         is_fast = False
         padding_side = "right"
 
-    with pytest.raises(ValueError, match="fast tokenizer"):
-        build_features(examples, SlowTokenizer(), train=True)
+    with pytest.raises(TicketError, match="fast tokenizer"):
+        build_features(examples, SlowTokenizer(), purpose="train")
 
 
 def test_real_xquad_file_round_trips_through_features(tokenizer):
@@ -210,8 +220,8 @@ def test_real_xquad_file_round_trips_through_features(tokenizer):
         for context, a in zip(examples["context"], examples["answers"])
     )
     subset = examples.select(range(60))
-    train = build_features(subset, tokenizer, train=True, max_seq_length=128, doc_stride=32)
-    validation = build_features(subset, tokenizer, train=False, max_seq_length=128, doc_stride=32)
+    train = build_features(subset, tokenizer, purpose="train", max_seq_length=128, doc_stride=32)
+    validation = build_features(subset, tokenizer, purpose="eval", max_seq_length=128, doc_stride=32)
     assert train["input_ids"] == validation["input_ids"]
     # one-hot logits at the labelled positions: post-processing must give the gold answers back
     start_logits = np.full((len(train), 128), -1.0)
@@ -219,7 +229,7 @@ def test_real_xquad_file_round_trips_through_features(tokenizer):
     for i, (start, end) in enumerate(zip(train["start_positions"], train["end_positions"])):
         if start != 0:
             start_logits[i, start] = end_logits[i, end] = 1.0
-    _, metrics = squad_predictions_and_metrics(subset, validation, (start_logits, end_logits))
+    metrics = squad_scores(postprocess_qa_predictions(subset, validation, start_logits, end_logits), subset)
     assert metrics["exact_match"] > 90.0 and metrics["f1"] > 95.0
 
 
@@ -234,5 +244,5 @@ def test_examples_without_answers_train_on_cls(tokenizer):
         },
         features=SQUAD_FEATURES,
     )
-    features = build_features(examples, tokenizer, train=True, max_seq_length=16, doc_stride=4)
+    features = build_features(examples, tokenizer, purpose="train", max_seq_length=16, doc_stride=4)
     assert features["start_positions"] == [0] and features["end_positions"] == [0]
