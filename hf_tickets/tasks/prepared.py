@@ -139,6 +139,7 @@ def prepare_squad(data_args, tokenizer, cache_dir: str | None = None) -> Prepare
         doc_stride=data_args.doc_stride,
         pad_to_max_length=data_args.pad_to_max_length,
         num_proc=data_args.preprocessing_num_workers,
+        load_from_cache_file=not data_args.overwrite_cache,
     )
     scoring = dict(
         version_2_with_negative=v2,

@@ -290,6 +290,7 @@ def build_features(
     doc_stride: int = 128,
     pad_to_max_length: bool = True,
     num_proc: int | None = None,
+    load_from_cache_file: bool | None = None,
 ) -> Dataset:
     """``examples.map`` with ``squad_features`` for ``purpose``; drops the raw columns."""
     if doc_stride >= max_seq_length:
@@ -307,6 +308,7 @@ def build_features(
             function,
             batched=True,
             num_proc=num_proc,
+            load_from_cache_file=load_from_cache_file,
             remove_columns=examples.column_names,
             desc=f"Windowing {purpose} contexts",
         )
