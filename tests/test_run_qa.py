@@ -186,7 +186,8 @@ def test_do_predict_writes_predict_files_and_scores_a_test_set_with_answers(tiny
     unanswered.write_text(json.dumps({"data": [{k: v for k, v in r.items() if k != "answers"} for r in rows[12:]]}))
     common = ["--model_name_or_path", tiny_qa, "--train_file", train, "--validation_file", train]
     common += ["--do_train", "--do_eval", "--do_predict", "--max_steps", "2", "--max_predict_samples", "5", *FAST]
-    scored = run_qa.main([*common, "--test_file", test, "--output_dir", str(tmp_path / "a")])
+    run_qa.main([*common, "--test_file", test, "--output_dir", str(tmp_path / "a")])
+    scored = read_json(tmp_path / "a" / "all_results.json")
     assert 0 <= scored["predict_exact_match"] <= scored["predict_f1"] <= 100
     assert scored["predict_samples"] == 5 and "predict_runtime" in scored
     predicted = read_json(tmp_path / "a" / "predict_predictions.json")
@@ -194,7 +195,8 @@ def test_do_predict_writes_predict_files_and_scores_a_test_set_with_answers(tiny
     assert 1 <= len(predicted) <= 5 and list(predicted) == [r["id"] for r in rows[12 : 12 + len(predicted)]]
     assert set(read_json(tmp_path / "a" / "predict_nbest_predictions.json")) == set(predicted)
     assert (tmp_path / "a" / "eval_predictions.json").exists()
-    blind = run_qa.main([*common, "--test_file", str(unanswered), "--output_dir", str(tmp_path / "b")])
+    run_qa.main([*common, "--test_file", str(unanswered), "--output_dir", str(tmp_path / "b")])
+    blind = read_json(tmp_path / "b" / "all_results.json")
     assert "predict_f1" not in blind and blind["predict_samples"] == 5
     assert read_json(tmp_path / "b" / "predict_predictions.json") == predicted  # same seed, same model
 
