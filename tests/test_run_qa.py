@@ -282,3 +282,22 @@ def test_stock_test_run_squad_arguments(tiny_qa, tmp_path):
     assert 0 <= results["eval_exact"] <= 100 and 0 <= results["eval_f1"] <= 100
     for name in ("eval_predictions.json", "eval_nbest_predictions.json", "eval_null_odds.json"):
         assert len(read_json(out / name)) == 18
+
+
+def test_eval_during_training_picks_the_best_model_on_squad_f1(tiny_qa, tmp_path):
+    """The eval windows are scored by compute_metrics, so the Trainer's own evaluations see eval_f1.
+    Needs the Trainer to get the task's eval dataset (experiments.fine_tune.build_trainer)."""
+    data = write_flat(tmp_path / "sample.json", v2_rows(9))
+    out = tmp_path / "out"
+    fast = [a for a in FAST if a not in ("--save_strategy", "no")]
+    run_qa.main(
+        ["--model_name_or_path", tiny_qa, "--version_2_with_negative", "--train_file", data, "--validation_file", data]
+        + ["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "4", *fast]
+        + ["--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2"]
+        + ["--load_best_model_at_end", "--metric_for_best_model", "f1"]
+    )
+    state = read_json(out / "trainer_state.json")
+    evaluations = [entry for entry in state["log_history"] if "eval_f1" in entry]
+    assert [entry["step"] for entry in evaluations[:2]] == [2, 4]
+    assert all("eval_HasAns_f1" in entry and "eval_NoAns_total" in entry for entry in evaluations)
+    assert state["best_metric"] == max(entry["eval_f1"] for entry in evaluations[:2])

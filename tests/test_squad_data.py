@@ -8,14 +8,8 @@ from transformers import AutoTokenizer
 
 from hf_tickets.core.errors import TicketError
 from hf_tickets.tasks import shared_data_dir
-from hf_tickets.tasks.squad import (
-    SQUAD_FEATURES,
-    build_features,
-    load_squad_json,
-    model_inputs,
-    read_squad_json,
-    squad_references,
-)
+from hf_tickets.tasks.squad import SQUAD_FEATURES, load_squad_json, read_squad_json, squad_references
+from hf_tickets.tasks.squad_features import build_features, model_inputs
 from hf_tickets.tasks.squad_postprocess import postprocess_qa_predictions, squad_scores
 
 CONTEXT = (

@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from hf_tickets.core.errors import TicketError
-from hf_tickets.tasks import glue, metrics, mlm, squad, squad_postprocess
+from hf_tickets.tasks import glue, metrics, mlm, squad, squad_features, squad_postprocess
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def prepare_squad(data_args, tokenizer, cache_dir: str | None = None) -> Prepare
     def windows(split: str, purpose: str, limit: int | None):
         # As the stock script: truncate the questions, window them, then truncate the windows too.
         examples = _truncate(raw[split], limit)
-        features = _truncate(squad.build_features(examples, tokenizer, purpose=purpose, **window), limit)
+        features = _truncate(squad_features.build_features(examples, tokenizer, purpose=purpose, **window), limit)
         kept = set(features["example_id"]) if purpose != "train" else None
         if kept is not None and len(kept) < len(examples):
             examples = examples.filter(lambda example: example["id"] in kept, desc="Dropping questions cut away")
@@ -167,7 +167,7 @@ def prepare_squad(data_args, tokenizer, cache_dir: str | None = None) -> Prepare
         predict_scorer = squad_postprocess.SquadScorer(examples, features, **scoring)
 
     def predict(trainer, output_dir) -> dict[str, float]:
-        output = trainer.predict(squad.model_inputs(predict_scorer.features), metric_key_prefix="predict")
+        output = trainer.predict(squad_features.model_inputs(predict_scorer.features), metric_key_prefix="predict")
         scores = predict_scorer.score_logits(*output.predictions[:2])
         if trainer.is_world_process_zero():
             predict_scorer.save(output_dir, "predict")
@@ -180,7 +180,7 @@ def prepare_squad(data_args, tokenizer, cache_dir: str | None = None) -> Prepare
         model_class=AutoModelForQuestionAnswering,
         model_kwargs={},
         train_dataset=train,
-        eval_datasets={"eval": squad.model_inputs(eval_scorer.features)} if eval_scorer else {},
+        eval_datasets={"eval": squad_features.model_inputs(eval_scorer.features)} if eval_scorer else {},
         data_collator=_collator(tokenizer, data_args.pad_to_max_length),
         main_metric="eval_f1",
         compute_metrics=eval_scorer,
