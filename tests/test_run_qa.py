@@ -301,3 +301,23 @@ def test_eval_during_training_picks_the_best_model_on_squad_f1(tiny_qa, tmp_path
     assert [entry["step"] for entry in evaluations[:2]] == [2, 4]
     assert all("eval_HasAns_f1" in entry and "eval_NoAns_total" in entry for entry in evaluations)
     assert state["best_metric"] == max(entry["eval_f1"] for entry in evaluations[:2])
+
+
+def test_dataset_name_reads_a_local_datasets_folder_and_checks_its_columns(tiny_qa, tmp_path):
+    rows = xquad_questions(12)
+    folder = tmp_path / "squad_like"
+    folder.mkdir()
+    for split, part in (("train", rows[:8]), ("validation", rows[8:])):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in part))
+    common = ["--model_name_or_path", tiny_qa, "--dataset_name", str(folder), "--do_train", "--do_eval", *FAST]
+    run_qa.main([*common, "--max_steps", "1", "--output_dir", str(tmp_path / "out")])
+    assert list(read_json(tmp_path / "out" / "eval_predictions.json")) == [row["id"] for row in rows[8:]]
+    bad = tmp_path / "not_squad"
+    bad.mkdir()
+    for split in ("train", "validation"):
+        (bad / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"id": r["id"], "text": r["context"]}) + "\n" for r in rows)
+        )
+    common[common.index(str(folder))] = str(bad)
+    with pytest.raises(TicketError, match=r"split train: missing column\(s\) \['context', 'question', 'answers'\]"):
+        run_qa.main([*common, "--output_dir", str(tmp_path / "bad")])

@@ -197,6 +197,11 @@ def _load_squad(data_args, cache_dir: str | None) -> DatasetDict:
 
         raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
         sources = {split: f"dataset {data_args.dataset_name} split {split}" for split in raw}
+        for split, dataset in raw.items():
+            needed = ("id", "context", "question") if split == "test" else ("id", "context", "question", "answers")
+            missing = [column for column in needed if column not in dataset.column_names]
+            if missing:
+                raise TicketError(f"{sources[split]}: missing column(s) {missing}; SQuAD data needs {list(needed)}")
     else:
         raw = squad.load_squad_json(data_args.train_file, data_args.validation_file, data_args.test_file)
         sources = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
