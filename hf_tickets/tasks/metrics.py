@@ -32,7 +32,7 @@ GLUE_MAIN_METRIC: dict[str, str] = {
     "rte": "accuracy",
     "wnli": "accuracy",
 }
-MAIN_METRIC: dict[str, str] = {**GLUE_MAIN_METRIC, "squad": "f1", "mlm": "accuracy"}
+MAIN_METRIC: dict[str, str] = {**GLUE_MAIN_METRIC, "squad": "f1", "squad_v2": "f1", "mlm": "accuracy"}
 
 
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
