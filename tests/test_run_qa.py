@@ -131,28 +131,40 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def test_v1_nested_flat_and_json_lines_files_give_the_same_run(tiny_qa, tmp_path):
-    rows = xquad_questions(24)
+@pytest.mark.parametrize("version", ["1.1", "2.0"])
+def test_nested_flat_and_json_lines_files_give_the_same_run(tiny_qa, tmp_path, version):
+    v2 = version == "2.0"
+    rows = v2_rows(24) if v2 else xquad_questions(24)
     nested = write_nested(tmp_path / "nested.json", rows)
-    jsonl = tmp_path / "flat.jsonl"
-    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    order = [qa["id"] for a in read_json(Path(nested))["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    rows = sorted(rows, key=lambda row: order.index(row["id"]))  # the same questions in the same order
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if v2:  # the layout of the stock tests' sample.json rather than JSON lines
+        flat = tmp_path / "flat.json"
+        write_flat(flat, rows)
     results = {}
-    for name, path in (("nested", nested), ("jsonl", str(jsonl))):
+    for name, path in (("nested", nested), ("flat", str(flat))):
         out = tmp_path / name
         args = ["--model_name_or_path", tiny_qa, "--train_file", path, "--validation_file", path]
+        args += ["--version_2_with_negative"] if v2 else []
         results[name] = run_qa.main(
             [*args, "--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "3", *FAST]
         )
     for name in results:
-        assert 0 <= results[name]["eval_exact_match"] <= results[name]["eval_f1"] <= 100
-        assert "eval_exact" not in results[name]  # v1.1 keeps its own keys
-        assert not (tmp_path / name / "eval_null_odds.json").exists()
-    assert results["nested"]["eval_f1"] == results["jsonl"]["eval_f1"]
-    predictions = read_json(tmp_path / "nested" / "eval_predictions.json")
+        if v2:
+            assert results[name]["eval_NoAns_total"] == 8 and "eval_exact_match" not in results[name]
+        else:
+            assert 0 <= results[name]["eval_exact_match"] <= results[name]["eval_f1"] <= 100
+            assert "eval_exact" not in results[name]  # v1.1 keeps its own keys
+        assert (tmp_path / name / "eval_null_odds.json").exists() == v2
+    assert results["nested"]["eval_f1"] == results["flat"]["eval_f1"]
+    predictions = read_json(tmp_path / "flat" / "eval_predictions.json")
     assert list(predictions) == [row["id"] for row in rows]
-    assert predictions == read_json(tmp_path / "jsonl" / "eval_predictions.json")
+    assert predictions == read_json(tmp_path / "nested" / "eval_predictions.json")
     nbest = read_json(tmp_path / "nested" / "eval_nbest_predictions.json")
-    assert all(nbest[question_id][0]["text"] == answer for question_id, answer in predictions.items())
+    best_span = [next(c["text"] for c in nbest[q] if c["text"] or not v2) for q in predictions]
+    assert all(answer in ("", best) for answer, best in zip(predictions.values(), best_span))
 
 
 def test_v2_dense_run_reports_the_official_v2_metrics_and_files(tiny_qa, tmp_path):
