@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hf_tickets.core.errors import TicketError
+
 DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
 
@@ -109,20 +111,38 @@ class GlueDataArguments(_CommonDataArguments):
 
 @dataclass
 class QADataArguments(_CommonDataArguments):
+    test_file: str | None = field(default=None, metadata={"help": "Local test file (--do_predict)."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the prediction set."})
     doc_stride: int = field(default=128, metadata={"help": "Overlap between windows of a long context."})
     n_best_size: int = field(default=20, metadata={"help": "Start/end candidates considered per window."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
-    version_2_with_negative: bool = field(default=False, metadata={"help": "SQuAD v2 (not supported: v1.1 only)."})
+    version_2_with_negative: bool = field(
+        default=False, metadata={"help": "SQuAD v2.0: some questions have no answer (official v2.0 metrics)."}
+    )
+    null_score_diff_threshold: float = field(
+        default=0.0,
+        metadata={"help": "SQuAD v2.0: answer nothing when the null score beats the best span's by more than this."},
+    )
 
     def __post_init__(self):
         if self.max_seq_length is None:
             self.max_seq_length = 384
-        if self.version_2_with_negative:
-            raise ValueError(
-                "run_qa.py here supports SQuAD v1.1 only (the paper's task); drop --version_2_with_negative."
-            )
-        if self.dataset_name is None and self.train_file is None and self.validation_file is None:
-            raise ValueError("Need a --dataset_name or a --train_file/--validation_file (SQuAD v1.1 JSON).")
+        if (
+            self.dataset_name is None
+            and self.train_file is None
+            and self.validation_file is None
+            and (self.test_file is None)
+        ):
+            raise TicketError("Need a --dataset_name or a --train_file/--validation_file/--test_file (SQuAD JSON).")
+        for flag in ("train_file", "validation_file", "test_file"):
+            path = getattr(self, flag)
+            if path is not None and not str(path).endswith((".json", ".jsonl")):
+                raise TicketError(f"--{flag} {path}: SQuAD files must be .json or .jsonl (csv is not read)")
+        for flag in ("n_best_size", "max_answer_length", "doc_stride"):
+            if getattr(self, flag) < 1:
+                raise TicketError(f"--{flag} must be at least 1, got {getattr(self, flag)}")
+        if self.null_score_diff_threshold != 0.0 and not self.version_2_with_negative:
+            raise TicketError("--null_score_diff_threshold only applies with --version_2_with_negative")
 
 
 @dataclass

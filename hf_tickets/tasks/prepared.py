@@ -8,6 +8,7 @@ only, so the Trainer is never subclassed (the stock ``run_qa.py`` subclasses it 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,10 @@ from transformers import (
     default_data_collator,
 )
 
-from hf_tickets.tasks import glue, metrics, mlm, squad
+from hf_tickets.core.errors import TicketError
+from hf_tickets.tasks import glue, metrics, mlm, squad, squad_features, squad_postprocess
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -137,46 +141,105 @@ def prepare_movie_reviews(data_args, tokenizer, seed: int = 0) -> PreparedTask:
     )
 
 
-def prepare_squad(data_args, tokenizer) -> PreparedTask:
-    if data_args.dataset_name is not None:
-        from datasets import load_dataset
+def prepare_squad(data_args, tokenizer, cache_dir: str | None = None) -> PreparedTask:
+    """SQuAD v1.1 or, with ``version_2_with_negative``, v2.0, truncated as the stock ``run_qa.py`` does.
 
-        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
-    else:
-        raw = squad.load_squad_json(data_args.train_file, data_args.validation_file)
-    kwargs = dict(
-        max_seq_length=data_args.max_seq_length,
+    The eval windows are scored by the Trainer's own ``compute_metrics`` (so ``--eval_strategy``,
+    ``--load_best_model_at_end`` and early stopping see ``eval_f1``); ``save_eval_predictions`` writes
+    the predictions files of the last evaluation and ``predict_fn`` runs ``--do_predict`` on the test set.
+    """
+    v2 = data_args.version_2_with_negative
+    raw = _load_squad(data_args, cache_dir)
+    max_seq_length = data_args.max_seq_length
+    if max_seq_length > tokenizer.model_max_length:
+        logger.warning(
+            "max_seq_length %d is longer than the model's %d; using %d",
+            max_seq_length,
+            tokenizer.model_max_length,
+            tokenizer.model_max_length,
+        )
+        max_seq_length = tokenizer.model_max_length
+    window = dict(
+        max_seq_length=max_seq_length,
         doc_stride=data_args.doc_stride,
         pad_to_max_length=data_args.pad_to_max_length,
+        num_proc=data_args.preprocessing_num_workers,
+        load_from_cache_file=not data_args.overwrite_cache,
     )
-    train = None
-    if "train" in raw:
-        train = _truncate(
-            squad.build_features(raw["train"], tokenizer, train=True, **kwargs), data_args.max_train_samples
-        )
-    examples = _truncate(raw["validation"], data_args.max_eval_samples) if "validation" in raw else None
-    features = squad.build_features(examples, tokenizer, train=False, **kwargs) if examples is not None else None
+    scoring = dict(
+        version_2_with_negative=v2,
+        n_best_size=data_args.n_best_size,
+        max_answer_length=data_args.max_answer_length,
+        null_score_diff_threshold=data_args.null_score_diff_threshold,
+    )
 
-    def evaluate(trainer) -> dict[str, float]:
-        if features is None:
-            return {}
-        output = trainer.predict(squad.squad_eval_dataset(features), metric_key_prefix="eval")
-        _, scores = squad.squad_predictions_and_metrics(
-            examples, features, output.predictions, data_args.n_best_size, data_args.max_answer_length
-        )
-        return {**{k: v for k, v in output.metrics.items()}, **{f"eval_{k}": v for k, v in scores.items()}}
+    def windows(split: str, purpose: str, limit: int | None):
+        # As the stock script: truncate the questions, window them, then truncate the windows too.
+        examples = _truncate(raw[split], limit)
+        features = _truncate(squad_features.build_features(examples, tokenizer, purpose=purpose, **window), limit)
+        kept = set(features["example_id"]) if purpose != "train" else None
+        if kept is not None and len(kept) < len(examples):
+            examples = examples.filter(lambda example: example["id"] in kept, desc="Dropping questions cut away")
+        return examples, features
+
+    train = windows("train", "train", data_args.max_train_samples)[1] if "train" in raw else None
+    eval_scorer = predict_scorer = None
+    if "validation" in raw:
+        examples, features = windows("validation", "eval", data_args.max_eval_samples)
+        eval_scorer = squad_postprocess.SquadScorer(examples, features, **scoring)
+    if "test" in raw:
+        examples, features = windows("test", "predict", data_args.max_predict_samples)
+        predict_scorer = squad_postprocess.SquadScorer(examples, features, **scoring)
+
+    def predict(trainer, output_dir) -> dict[str, float]:
+        output = trainer.predict(squad_features.model_inputs(predict_scorer.features), metric_key_prefix="predict")
+        scores = predict_scorer.score_logits(*output.predictions[:2])
+        if trainer.is_world_process_zero():
+            predict_scorer.save(output_dir, "predict")
+        results = {**output.metrics, **{f"predict_{k}": v for k, v in scores.items()}}
+        results["predict_samples"] = len(predict_scorer.features)
+        return results
 
     return PreparedTask(
-        name="squad",
+        name="squad_v2" if v2 else "squad",
         model_class=AutoModelForQuestionAnswering,
         model_kwargs={},
         train_dataset=train,
-        eval_datasets={},
+        eval_datasets={"eval": squad_features.model_inputs(eval_scorer.features)} if eval_scorer else {},
         data_collator=_collator(tokenizer, data_args.pad_to_max_length),
         main_metric="eval_f1",
-        evaluate_fn=evaluate,
-        datasets=[data_args.dataset_name or "rajpurkar/squad"],
+        compute_metrics=eval_scorer,
+        datasets=[data_args.dataset_name or ("rajpurkar/squad_v2" if v2 else "rajpurkar/squad")],
+        predict_fn=predict if predict_scorer else None,
+        save_eval_predictions=(lambda output_dir: eval_scorer.save(output_dir, "eval")) if eval_scorer else None,
     )
+
+
+def _load_squad(data_args, cache_dir: str | None) -> DatasetDict:
+    """The SQuAD splits; without ``version_2_with_negative`` an unanswerable eval or test question is refused."""
+    if data_args.dataset_name is not None:
+        from datasets import load_dataset
+
+        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
+        sources = {split: f"dataset {data_args.dataset_name} split {split}" for split in raw}
+        for split, dataset in raw.items():
+            needed = ("id", "context", "question") if split == "test" else ("id", "context", "question", "answers")
+            missing = [column for column in needed if column not in dataset.column_names]
+            if missing:
+                raise TicketError(f"{sources[split]}: missing column(s) {missing}; SQuAD data needs {list(needed)}")
+    else:
+        raw = squad.load_squad_json(data_args.train_file, data_args.validation_file, data_args.test_file)
+        sources = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    if not data_args.version_2_with_negative:
+        for split in ("validation", "test"):
+            if split in raw and "answers" in raw[split].column_names:
+                for question_id, answers in zip(raw[split]["id"], raw[split]["answers"]):
+                    if not answers["text"]:
+                        raise TicketError(
+                            f"{sources[split]}: question {question_id!r} has no answer; pass "
+                            "--version_2_with_negative for SQuAD v2.0 data"
+                        )
+    return raw
 
 
 def prepare_mlm(data_args, tokenizer, seed: int = 0, cache_dir: str | None = None) -> PreparedTask:
