@@ -330,7 +330,14 @@ def test_imp_search_writes_rounds_results_and_the_found_ticket(tiny_base, sst2_f
     assert ticket.equals(hf_tickets.Ticket.from_pretrained(tmp_path / f"round_{expected:02d}" / "ticket"))
     assert ticket.config.provenance["task"] == "sst2"
     card = (tmp_path / "README.md").read_text()
-    assert "library_name: hf_tickets" in card and (tmp_path / "sparsity_vs_score.png").is_file()
+    # output_dir is a sparse-model repo: a transformers card tagged hf_tickets, every logged number beside it.
+    assert (
+        "library_name: transformers" in card and "- hf_tickets" in card and "pipeline_tag: text-classification" in card
+    )
+    # Local tsv files are not the Hub's GLUE dataset: no dataset claim, no model-index.
+    assert "nyu-mll/glue" not in card and "model-index" not in card and "local files: train.tsv, dev.tsv" in card
+    assert (tmp_path / "sparsity_vs_score.png").is_file()
+    assert json.loads((tmp_path / "ticket_results.json").read_text())["rounds"] == results["rounds"]
     # Rerunning the finished search trains nothing more and returns the same rounds.
     again = run_glue.main(args)
     assert again["rounds"] == results["rounds"]
@@ -371,3 +378,19 @@ def test_help_prints_every_flag(recipe, capsys):
     assert stopped.value.code == 0
     out = capsys.readouterr().out
     assert "--model_name_or_path" in out and "--matching_tolerance" in out and "1%" in out
+
+
+def test_only_hub_data_is_named_as_a_hub_dataset():
+    from types import SimpleNamespace
+
+    from hf_tickets.tasks.prepared import data_source
+
+    local = SimpleNamespace(
+        dataset_name=None, dataset_config_name=None, train_file="/x/train.tsv", validation_file="/x/dev.tsv"
+    )
+    assert data_source(local, "validation", "sst2") == (["local files: train.tsv, dev.tsv"], None)
+    hub = SimpleNamespace(dataset_name="nyu-mll/glue", dataset_config_name=None, train_file=None, validation_file=None)
+    assert data_source(hub, "validation", "sst2") == (
+        ["nyu-mll/glue:sst2"],
+        {"dataset": "nyu-mll/glue", "dataset_config": "sst2", "dataset_split": "validation"},
+    )

@@ -145,7 +145,7 @@ def _fine_tune_run(model, task: PreparedTask, training_args, tokenizer, ticket: 
             trainer.save_model()  # saves the tokenizer too, as in the stock scripts
         elif trainer.is_world_process_zero():
             ticket.config.provenance.setdefault("task", task.name)
-            write_ticket_outputs(model, ticket, out, tokenizer)
+            write_ticket_outputs(model, ticket, out, tokenizer, main_metric=task.main_metric)
         stock = stock_train_metrics(train_metrics, task)
         if trainer.is_world_process_zero():
             write_results(out, "train", stock)

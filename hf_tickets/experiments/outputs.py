@@ -19,7 +19,7 @@ from hf_tickets.core.atomic_files import atomic_write, atomic_write_json
 from hf_tickets.core.collectives import is_main_process
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket import CONFIG_FILE, Ticket
-from hf_tickets.hub.cards import plot_results, ticket_card
+from hf_tickets.hub.cards import plot_results, ticket_card, write_results_file
 from hf_tickets.hub.hub_api import CARD_FILE, PLOT_FILE
 from hf_tickets.hub.sparse_checkpoint import save_sparse_checkpoint
 from hf_tickets.hub.upload import push_folder
@@ -150,15 +150,32 @@ def copy_file(source: Path, target: Path) -> None:
 
 # ---------------------------------------------------------------------------- ticket exports
 def write_ticket_outputs(
-    model, ticket: Ticket, output_dir, tokenizer=None, results: list | None = None, transfer: list | None = None
+    model,
+    ticket: Ticket,
+    output_dir,
+    tokenizer=None,
+    results: list | None = None,
+    transfer: list | None = None,
+    main_metric: str | None = None,
 ) -> None:
-    """The sparse model, its ticket, tokenizer, card and plot in ``output_dir`` (one write each)."""
+    """The sparse model, its ticket, tokenizer, card, plot and logged numbers in ``output_dir`` (one write each).
+
+    The card is a transformers model card (the folder is a complete model repo, pushed as it is).
+    """
     out = Path(output_dir)
-    save_sparse_checkpoint(model, ticket, out)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
+    save_sparse_checkpoint(model, ticket, out, tokenizer=tokenizer)
     plot = plot_results(ticket, results, out / PLOT_FILE) if results else None
-    card = ticket_card(ticket, results=results, transfer=transfer, plot_path=plot.name if plot else None)
+    numbers = write_results_file(out, ticket, results, transfer, main_metric) if results or transfer else None
+    card = ticket_card(
+        ticket,
+        results=results,
+        transfer=transfer,
+        plot_path=plot.name if plot else None,
+        checkpoint="dense",
+        model_class=type(model).__name__,
+        main_metric=main_metric,
+        results_file=numbers.name if numbers else None,
+    )
     card.save(out / CARD_FILE)
 
 
@@ -183,8 +200,8 @@ def push_output_dir(training_args, model_args=None, trainer=None, task: Prepared
         logger.info("pushed %s to %s (%s)", out, repo_id, getattr(info, "oid", ""))
     elif trainer is not None:  # a dense run: the stock ending (on every process, as Trainer.push_to_hub wants)
         kwargs = {"finetuned_from": getattr(model_args, "model_name_or_path", None)}
-        if task is not None and task.datasets:
-            kwargs["dataset"] = task.datasets[0]
+        if task is not None and task.hub_dataset:
+            kwargs["dataset"] = task.hub_dataset["dataset"]
         trainer.args.hub_model_id = repo_id
         trainer.push_to_hub(**kwargs)
         logger.info("pushed %s to %s", out, repo_id)

@@ -84,8 +84,7 @@ def run_imp_search(
     manager = manager_for_search(model_args, task, training_args, ticket_args)
     results = search_with_manager(manager, task, training_args, tokenizer, dense_round_steps, keep_round_models)
     if results["rounds"] and keep_round_models and not dense_round_steps:
-        base = model_args.model_name_or_path or model_args.model_type
-        results["exported"] = export_search(manager, task, training_args, tokenizer, base)
+        results["exported"] = export_search(manager, task, training_args, tokenizer)
     return results
 
 
@@ -149,7 +148,7 @@ def drop_stale_round_models(manager: IMPManager) -> None:
             logger.debug("round %d can no longer be exported: removed %s", row["round"], path)
 
 
-def export_search(manager: IMPManager, task: PreparedTask, training_args, tokenizer, base_model: str | None) -> dict:
+def export_search(manager: IMPManager, task: PreparedTask, training_args, tokenizer) -> dict:
     """End the search like a stock run: the chosen round's trained sparse model in ``output_dir`` with its
     ticket, card and plot, its train results and ``trainer_state.json``, a final evaluation, the push."""
     results = manager.results
@@ -162,12 +161,18 @@ def export_search(manager: IMPManager, task: PreparedTask, training_args, tokeni
             "older version?); rerun the search in a new output_dir"
         )
     ticket = manager.round_ticket(index)  # the one read of the round's ticket; written once below
-    ticket.config.base_model = ticket.config.base_model or base_model
-    ticket.config.provenance.update(task=task.name, datasets=task.datasets, matching=matching)
+    # base_model was recorded at prune time (a Hub id and revision, never a local path): left as it is.
+    ticket.config.provenance.update(
+        task=task.name,
+        datasets=task.datasets,
+        matching=matching,
+        main_metric=task.main_metric,
+        **(task.hub_dataset or {}),
+    )
     model = task.model_class.from_pretrained(source)
     out = Path(training_args.output_dir)
     if is_main_process():
-        write_ticket_outputs(model, ticket, out, tokenizer, results=results["rounds"])
+        write_ticket_outputs(model, ticket, out, tokenizer, results=results["rounds"], main_metric=task.main_metric)
         if (source / TRAINER_STATE_FILE).is_file():
             copy_file(source / TRAINER_STATE_FILE, out / TRAINER_STATE_FILE)
         if training_args.do_train:

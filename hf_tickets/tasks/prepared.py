@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict
@@ -40,9 +41,11 @@ class PreparedTask:
     compute_metrics: Callable | None = None
     preprocess_logits_for_metrics: Callable | None = None
     evaluate_fn: Callable | None = None  # (trainer) -> metrics; default: Trainer.evaluate per eval set
-    datasets: list[str] = field(default_factory=list)  # for model cards
+    datasets: list[str] = field(default_factory=list)  # where the data came from, as a person reads it (cards)
     predict_fn: Callable | None = None  # (trainer, output_dir) -> predict metrics; writes the stock predict files
     save_eval_predictions: Callable | None = None  # (output_dir) -> None; writes eval predictions files (SQuAD)
+    # Set only when the data came from the Hub: what a card's model-index names (dataset, config, split).
+    hub_dataset: dict[str, str] | None = None
 
     def evaluate(self, trainer) -> dict[str, float]:
         if self.evaluate_fn is not None:
@@ -100,6 +103,19 @@ def _map_kwargs(data_args) -> dict:
     }
 
 
+def data_source(data_args, eval_split: str, default_config: str | None = None) -> tuple[list[str], dict | None]:
+    """(the data as a person reads it, the Hub dataset for a model-index or None for local files).
+
+    Local files are never reported as a Hub dataset: a csv named after a GLUE task is not GLUE's split.
+    """
+    if data_args.dataset_name:
+        config = data_args.dataset_config_name or default_config
+        hub = {"dataset": data_args.dataset_name, "dataset_config": config, "dataset_split": eval_split}
+        return [data_args.dataset_name + (f":{config}" if config else "")], {k: v for k, v in hub.items() if v}
+    files = [Path(f).name for f in (data_args.train_file, data_args.validation_file) if f]
+    return ([f"local files: {', '.join(files)}"] if files else []), None
+
+
 def _split_limit(split: str, data_args) -> int | None:
     if split == "train":
         return data_args.max_train_samples
@@ -127,8 +143,10 @@ def prepare_glue(data_args, tokenizer, cache_dir: str | None = None, do_predict:
         raw = DatasetDict({k: v for k, v in raw.items() if not k.startswith("test")})
     name = data_args.task_name or "custom"
     eval_splits = glue.glue_eval_splits(data_args.task_name, raw)
-    dataset_id = f"nyu-mll/glue:{data_args.task_name}" if data_args.task_name else (data_args.dataset_name or "custom")
-    return _classification(name, raw, tokenizer, data_args, eval_splits, [dataset_id])
+    task = _classification(name, raw, tokenizer, data_args, eval_splits, [])
+    eval_split = eval_splits[0][0] if eval_splits else "validation"
+    task.datasets, task.hub_dataset = data_source(data_args, eval_split, default_config=data_args.task_name)
+    return task
 
 
 def prepare_movie_reviews(data_args, tokenizer, seed: int = 0) -> PreparedTask:
@@ -209,7 +227,8 @@ def prepare_squad(data_args, tokenizer, cache_dir: str | None = None) -> Prepare
         data_collator=_collator(tokenizer, data_args.pad_to_max_length),
         main_metric="eval_f1",
         compute_metrics=eval_scorer,
-        datasets=[data_args.dataset_name or ("rajpurkar/squad_v2" if v2 else "rajpurkar/squad")],
+        datasets=data_source(data_args, "validation")[0],
+        hub_dataset=data_source(data_args, "validation")[1],
         predict_fn=predict if predict_scorer else None,
         save_eval_predictions=(lambda output_dir: eval_scorer.save(output_dir, "eval")) if eval_scorer else None,
     )
@@ -282,5 +301,6 @@ def prepare_mlm(data_args, tokenizer, seed: int = 0, cache_dir: str | None = Non
         compute_metrics=metrics.mlm_metric_fn,
         preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
         evaluate_fn=evaluate,
-        datasets=[data_args.dataset_name or "wikitext"],
+        datasets=data_source(data_args, "validation")[0],
+        hub_dataset=data_source(data_args, "validation")[1],
     )
