@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 from tiny import tiny_model
 
 import hf_tickets
+from hf_tickets.core import collectives
 from hf_tickets.core.collectives import broadcast_masks, masks_from_main
 from hf_tickets.core.shards import full_weight, local_mask, local_view
-from hf_tickets.core import collectives
 from hf_tickets.training import launch as launch_checks
 from hf_tickets.training.launch import _accelerate_launch_args, _num_processes_in_argv
 from hf_tickets.training.trainer_loss import use_true_loss

@@ -105,6 +105,8 @@ class IMPManager:
         except BaseException:
             self.close()
             raise
+        if self.done:  # nothing to train: the folder is only read from now on
+            self.close()
 
     # ------------------------------------------------------------ public API
     def round_dir(self, index: int) -> Path:
@@ -228,10 +230,10 @@ class IMPManager:
         folder = self.folder
         state = on_main(lambda: folder.read_state() if folder.is_initialised() else None)
         if state is not None:
-            check_schedule(self.output_dir, state.get("schedule", []), self.schedule)
             # Runs from before the identity was recorded: their config holds the same settings.
             recorded = state.get("identity") or {"config": {k: state["config"].get(k) for k in IDENTITY}}
             check_identity(self.output_dir, recorded, self._identity)
+            check_schedule(self.output_dir, state.get("schedule", []), self.schedule)
             self._identity = {**recorded, **self._identity}
             similarity = self.round_ticket(0).base_similarity(self.model)
             if similarity is not None and similarity < FINGERPRINT_MIN_SIMILARITY:

@@ -19,12 +19,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainerState
 from transformers.trainer_callback import ExportableState
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from hf_tickets.core.collectives import on_main
 from hf_tickets.core.errors import TicketError
+from hf_tickets.core.shards import load_full_state_dict
 from hf_tickets.core.targets import unwrap_model
 from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
 from hf_tickets.training.callback import TicketCallback
@@ -76,12 +79,17 @@ def run_with_trainer(
         trainer.add_callback(TicketCallback(rnd.ticket, verify_base=manager.verify_base))
         trainer.add_callback(RoundSteps(rnd))
         trainer.add_callback(RoundClock(**earlier))
-        if checkpoint is not None:
-            logger.info("IMP round %d: resuming from %s", rnd.index, checkpoint)
         start = time.perf_counter()
-        output = trainer.train(resume_from_checkpoint=checkpoint)
+        if checkpoint is not None and earlier["finished"] and _load_finished_checkpoint(trainer, checkpoint):
+            # The Trainer would take one more step after a resume, even at max_steps: the round's
+            # training is done, only its weights and state were needed.
+            logger.info("IMP round %d: its training had finished; weights and state from %s", rnd.index, checkpoint)
+            metrics = {}
+        else:
+            if checkpoint is not None:
+                logger.info("IMP round %d: resuming from %s", rnd.index, checkpoint)
+            metrics = dict(trainer.train(resume_from_checkpoint=checkpoint).metrics)
         train_time = earlier["train_runtime"] + time.perf_counter() - start
-        metrics = dict(output.metrics)
         if checkpoint is not None:
             metrics.update(_whole_round_train_metrics(metrics, earlier, trainer.state.global_step, checkpoint))
         if evaluate is not None:
@@ -109,9 +117,14 @@ class RoundClock(TrainerCallback, ExportableState):
     Built from plain numbers only, so a Trainer restoring callback states rebuilds it as it was.
     """
 
-    def __init__(self, train_runtime: float = 0.0, loss_sum: float = 0.0, loss_steps: int = 0):
+    def __init__(self, train_runtime: float = 0.0, loss_sum: float = 0.0, loss_steps: int = 0, finished: bool = False):
         self.train_runtime, self.loss_sum, self.loss_steps = float(train_runtime), float(loss_sum), int(loss_steps)
+        self.finished = bool(finished)  # the Trainer stops after this step (max_steps, early-bird)
         self._started, self._last_logged_step = time.perf_counter(), 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Added after the Trainer's own flow callback and RoundSteps: sees the stop they decided.
+        self.finished = bool(control.should_training_stop) or state.global_step >= state.max_steps
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._started, self._last_logged_step = time.perf_counter(), state.global_step
@@ -126,12 +139,13 @@ class RoundClock(TrainerCallback, ExportableState):
 
     def state(self) -> dict:
         runtime = self.train_runtime + time.perf_counter() - self._started
-        return {"args": {"train_runtime": runtime, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps}}
+        args = {"train_runtime": runtime, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps}
+        return {"args": {**args, "finished": self.finished}}
 
 
 def _earlier_progress(checkpoint: str | None) -> dict:
     """``RoundClock``'s numbers as saved with ``checkpoint`` (zeros for a fresh round)."""
-    progress = {"train_runtime": 0.0, "loss_sum": 0.0, "loss_steps": 0}
+    progress = {"train_runtime": 0.0, "loss_sum": 0.0, "loss_steps": 0, "finished": False}
     if checkpoint is None:
         return progress
     path = Path(checkpoint) / TRAINER_STATE_FILE
@@ -177,6 +191,16 @@ def _whole_round_train_metrics(metrics: Mapping, earlier: Mapping, global_step: 
         if per_second and steps_per_second:
             whole["train_samples_per_second"] = round(per_second / steps_per_second * global_step / runtime, 3)
     return whole
+
+
+def _load_finished_checkpoint(trainer, checkpoint: str) -> bool:
+    """The weights and TrainerState of a checkpoint saved at the end of training (False: not a plain checkpoint)."""
+    weights = Path(checkpoint) / SAFE_WEIGHTS_NAME
+    if not weights.is_file():  # sharded (FSDP, DeepSpeed) checkpoints: the Trainer loads them
+        return False
+    load_full_state_dict(trainer.model, load_file(weights), strict=False)  # tied weights are saved once
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_FILE))
+    return True
 
 
 def training_identity(args) -> dict:
