@@ -227,6 +227,40 @@ def test_deepspeed_zero3_plain_loop_imp_keeps_pruned_weights_and_master_copy_zer
     assert [row["round"] for row in results["rounds"]] == [0, 1, 2] and results["complete"]
 
 
+@pytest.mark.parametrize("failure", ["truncated_metrics", "unwritable_round", "locked"])
+def test_a_failure_on_the_main_process_stops_every_rank_with_the_same_error(tmp_path, failure):
+    from transformers import BertForSequenceClassification
+
+    from hf_tickets.training.imp import IMPConfig, IMPManager
+    from hf_tickets.training.imp.run_state import OutputDirLock
+
+    out = tmp_path / "out"
+    lock = OutputDirLock(out)
+    if failure == "truncated_metrics":  # a run with round 0 done, whose metrics.json is cut short
+        torch.manual_seed(0)
+        manager = IMPManager(tiny_model(BertForSequenceClassification), IMPConfig(imp_rounds=2), out)
+        for rnd in manager.rounds():
+            rnd.finish({"eval_accuracy": 0.5})
+            break
+        metrics = out / "round_00" / "metrics.json"
+        metrics.write_text(metrics.read_text()[:20])
+        expected = f"{metrics}: unreadable"
+    elif failure == "unwritable_round":  # round 0's pruning cannot write round 1's ticket
+        out.mkdir()
+        (out / "round_01").write_text("in the way")
+        expected = "round_01"
+    else:
+        lock.acquire()  # another live run holds output_dir
+        expected = f"in use by another IMP run (pid {os.getpid()}"
+    try:
+        launch("imp_main_fails.py", tmp_path / "probe", out, timeout=120)  # a rank waiting for a timeout hangs
+    finally:
+        lock.release()
+    r0, r1 = ranks(tmp_path / "probe")
+    assert expected in r0["error"], r0
+    assert r1 == r0  # the same error, on the rank that only waited
+
+
 @pytest.mark.slow
 def test_trainer_logs_true_loss_under_ddp_and_accumulation(tmp_path):
     launch("trainer_loss.py", tmp_path, launcher="python")
