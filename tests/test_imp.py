@@ -317,8 +317,12 @@ def test_resume_refuses_other_settings_and_other_models(imp_run):
         IMPManager(fresh_model(seed=1), IMPConfig(imp_rounds=3, imp_seed=0), imp_run.out)
     with pytest.raises(TicketError, match="new output_dir"):
         IMPManager(fresh_model(), IMPConfig(imp_rounds=4, imp_seed=0), imp_run.out)
-    with pytest.raises(TicketError, match="schedule differs"):
+    with pytest.raises(TicketError, match=r"sparsity_schedule: None there, '0.2,0.4' here"):
         IMPManager(fresh_model(), IMPConfig(sparsity_schedule="0.2,0.4", imp_seed=0), imp_run.out)
+    with pytest.raises(
+        TicketError, match=r"schedule differs .* at round 2 \(0.189+5 there, 0.15 here\)"
+    ):  # capped by target_sparsity
+        IMPManager(fresh_model(), IMPConfig(imp_rounds=3, target_sparsity=0.15, imp_seed=0), imp_run.out)
 
 
 def test_unfinished_round_is_an_error(tmp_path):
