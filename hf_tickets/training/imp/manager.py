@@ -31,7 +31,6 @@ from hf_tickets.core.ticket import FINGERPRINT_MIN_SIMILARITY, MASKS_FILE, Ticke
 from hf_tickets.training.imp.rounds import IMPRound
 from hf_tickets.training.imp.run_state import (
     FINAL_WEIGHTS_FILE,
-    METRICS_FILE,
     REWIND_FILE,
     THETA0_FILE,
     TICKET_DIR,
@@ -42,19 +41,12 @@ from hf_tickets.training.imp.run_state import (
     check_schedule,
     plain,
 )
+from hf_tickets.training.imp.summary import RunSummary
 from hf_tickets.training.imp.trainer_glue import run_with_trainer
 from hf_tickets.training.imp_config import IDENTITY, IMPConfig
 from hf_tickets.training.launch import distributed_info
 from hf_tickets.training.masking import Masking
-from hf_tickets.training.results import (
-    greater_is_better,
-    make_row,
-    matching_round,
-    metric_keys,
-    read_json,
-    resolve_tolerance,
-    within_band,
-)
+from hf_tickets.training.results import make_row
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +87,7 @@ class IMPManager:
             "run_identity": plain(dict(run_identity or {})),
         }
         self.stopped_reason: str | None = None
+        self.summary = RunSummary(self.config, self.schedule, self._distributed, self._reference)
         self._lock = OutputDirLock(self.output_dir)
         weakref.finalize(self, self._lock.release)  # a manager dropped before its rounds ended
         on_main(self._lock.acquire)
@@ -200,30 +193,15 @@ class IMPManager:
     @property
     def results(self) -> dict:
         """What ``results.json`` holds: config, processes, one row per finished round, the matching round."""
-        full, full_std = self._full_score(), self.config.full_model_std
-        rows = [{**row, "full_score": full, "full_std": full_std} for row in self.rows]
-        return {
-            "config": self.config.to_dict(),
-            "schedule": self.schedule,
-            "world_size": self._distributed["world_size"],
-            "distributed": self._distributed,
-            "rounds": rows,
-            "matching": self.matching_round(),
-            "complete": self.done,
-            "stopped_reason": self.stopped_reason,
-            "early_bird_steps_saved": sum(row.get("early_bird_steps_saved") or 0 for row in self.rows),
-        }
+        return self.summary.results(self.done, self.stopped_reason)
+
+    @property
+    def rows(self) -> list[dict]:
+        """The records of the finished rounds, round 0 first."""
+        return self.summary.rows
 
     def matching_round(self) -> dict:
-        c = self.config
-        return matching_round(
-            self.rows,
-            c.matching_metric,
-            self._full_score(),
-            c.matching_tolerance,
-            c.full_model_std,
-            c.matching_greater_is_better,
-        )
+        return self.summary.matching_round()
 
     # ------------------------------------------------------- start / resume
     def _start_or_resume(self) -> None:
@@ -264,9 +242,9 @@ class IMPManager:
 
             on_main(initialise)
 
-        self.rows = on_main(lambda: folder.read_rows(len(self.schedule)))
+        self.summary.rows = on_main(lambda: folder.read_rows(len(self.schedule)))
         self._next_round = len(self.rows)
-        if self.rows and self.config.stop_when_not_matching and not self._matches(self.rows[-1]):
+        if self.rows and self.config.stop_when_not_matching and not self.summary.matches(self.rows[-1]):
             self.stopped_reason = f"round {self.rows[-1]['round']} left the matching band"
         self._ticket = None
         if not self.done:
@@ -394,7 +372,7 @@ class IMPManager:
             early_bird_steps_saved=saved,
             ticket=str(Path(rnd.output_dir.name) / TICKET_DIR),
         )
-        stop = rnd.index > 0 and self.config.stop_when_not_matching and not self._matches(row)
+        stop = rnd.index > 0 and self.config.stop_when_not_matching and not self.summary.matches(row)
         next_ticket = None
         if not rnd.is_last and not stop:
             next_ticket = self._next_ticket(rnd.ticket, rnd.next_sparsity, rnd.index)  # collective when sharded
@@ -417,7 +395,7 @@ class IMPManager:
         if stop:
             self.stopped_reason = f"round {rnd.index} left the matching band"
         on_main(lambda: self.folder.write_summary(self.results))
-        self._log_round(row)
+        self.summary.log_round(row)
 
     def _check_masked(self, rnd: IMPRound) -> None:
         params = rnd.ticket.parameters_of(self.model)
@@ -436,46 +414,10 @@ class IMPManager:
         self._theta_rewind = _snapshot(self._module)
         on_main(lambda: self.folder.save_weights(REWIND_FILE, self._theta_rewind))
 
-    def _full_score(self) -> float | None:
-        metric = self.config.matching_metric
-        if self._reference is not None:  # random re-init's round 0 is not the pre-trained full model
-            path = RunFolder(self._reference).round_dir(0) / METRICS_FILE
-            return read_json(path).get(metric) if path.is_file() else None
-        return self.rows[0].get(metric) if self.rows else None
-
-    def _matches(self, row: Mapping) -> bool:
-        c, full = self.config, self._full_score()
-        score = row.get(c.matching_metric)
-        if full is None or score is None:
-            raise TicketError(
-                f"stop_when_not_matching needs {c.matching_metric!r} in the metrics of round 0 and of round "
-                f"{row['round']}; round {row['round']} reported {metric_keys([row])}"
-            )
-        tolerance, _ = resolve_tolerance(full, c.matching_tolerance, c.full_model_std)
-        return within_band(score, full, tolerance, greater_is_better(c.matching_metric, c.matching_greater_is_better))
-
-    def _log_round(self, row: Mapping) -> None:
-        scores = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in metric_keys([row]) and _is_number(v))
-        eb = f", early-bird saved {row['early_bird_steps_saved']} steps" if row["early_bird_stopped"] else ""
-        logger.info(
-            "IMP round %d/%d | sparsity %.4f | %s | %d steps in %.1f s%s",
-            row["round"],
-            len(self.schedule) - 1,
-            row["sparsity"],
-            scores or "no metrics",
-            row["train_steps"],
-            row["train_time_s"],
-            eb,
-        )
-
     def _require_round(self) -> IMPRound:
         if self._round is None:
             raise TicketError("no IMP round in progress: iterate `for rnd in manager.rounds():` first")
         return self._round
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
