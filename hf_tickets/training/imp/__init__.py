@@ -25,8 +25,10 @@ output_dir=str(rnd.checkpoint_dir), ...), ...))`` builds one Trainer per round (
 restarts) and adds ``TicketCallback(rnd.ticket)``; an interrupted round resumes from its last checkpoint.
 
 Files under ``output_dir``: see ``run_state`` (a round is complete iff its ``metrics.json`` exists;
-a run holds a lock on the folder; ``results.json``/``.csv`` are rebuilt from the rounds at every start). Rerunning
-the same command skips complete rounds and redoes the interrupted one from its start (or from its
+``results.json``/``.csv`` are rebuilt from the rounds at every start). A run holds an exclusive
+lock on ``output_dir``, and every setting that changes what a round computes is recorded: a second
+live run, or a resume with other settings (``IMPConfig``, ``run_identity=``, the Trainer's
+arguments and datasets), is an error naming the holder or the setting. Rerunning the same command skips complete rounds and redoes the interrupted one from its start (or from its
 last Trainer checkpoint); rounds are seeded (``imp_seed``) at their start, so a resumed run ends
 with the same masks as an uninterrupted one, provided the loop draws its randomness after the round
 starts: build the optimizer and the data loader inside the round (a loader that
