@@ -187,8 +187,12 @@ class IMPManager:
         on_main(pin)
 
     def close(self) -> None:
-        """Release the lock on output_dir (done when the rounds end; the files stay readable)."""
-        on_main(self._lock.release)
+        """Release the lock on output_dir (done when the rounds end; the files stay readable).
+
+        Not a collective: it also runs when one rank alone leaves the rounds with an error.
+        """
+        if is_main_process():
+            self._lock.release()
 
     @property
     def results(self) -> dict:
