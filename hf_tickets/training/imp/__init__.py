@@ -28,11 +28,12 @@ Files under ``output_dir``: see ``run_state`` (a round is complete iff its ``met
 ``results.json``/``.csv`` are rebuilt from the rounds at every start). A run holds an exclusive
 lock on ``output_dir``, and every setting that changes what a round computes is recorded: a second
 live run, or a resume with other settings (``IMPConfig``, ``run_identity=``, the Trainer's
-arguments and datasets), is an error naming the holder or the setting. Rerunning the same command skips complete rounds and redoes the interrupted one from its start (or from its
-last Trainer checkpoint); rounds are seeded (``imp_seed``) at their start, so a resumed run ends
-with the same masks as an uninterrupted one, provided the loop draws its randomness after the round
-starts: build the optimizer and the data loader inside the round (a loader that
-``accelerator.prepare`` shuffles across processes gets its generator seeded when it is prepared).
+arguments and datasets), is an error naming the holder or the setting. Rerunning the same command
+skips complete rounds and redoes the interrupted one from its start (or from its last Trainer
+checkpoint); rounds are seeded (``imp_seed``) at their start, so a resumed run ends with the same
+masks as an uninterrupted one, provided the loop draws its randomness after the round starts: build
+the optimizer and the data loader inside the round (a loader that ``accelerator.prepare`` shuffles
+across processes gets its generator seeded when it is prepared).
 """
 
 from hf_tickets.training.imp.manager import IMPManager
