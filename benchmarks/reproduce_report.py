@@ -22,7 +22,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hf_tickets.training.results import greater_is_better, matching_ticket, within_band
+from hf_tickets.training.results import greater_is_better, matching_round, within_band
 
 #: The paper's highest matching sparsity per task (Chen et al. 2020, Table 2), in percent.
 PAPER_MATCHING_SPARSITY = {
@@ -145,7 +145,7 @@ def matching(rows: list[dict], metric: str, full_mean: float | None, full_std: f
 
     Without a std (one seed, e.g. MLM) the library's default band applies: 1% of the full score.
     """
-    entry = matching_ticket(rows, metric, full_mean, full_model_std=full_std)
+    entry = matching_round(rows, metric, full_mean, full_model_std=full_std)
     if entry.get("sparsity") == 0.0:  # round 0 is the dense model, never a ticket
         entry.update(round=None, sparsity=None, reason="no pruned round is within the band")
     return entry

@@ -231,7 +231,7 @@ def test_wrapped_model_and_direct_events(tmp_path):
     assert pruned_nonzero(ticket, model) == 0
     assert callback.measured_sparsity() == ticket.sparsity
     callback.on_train_end(args, state, control)
-    assert callback._hooks == []
+    assert callback._masking._hooks == []  # gradient hooks detached
 
 
 def test_callback_needs_a_ticket():

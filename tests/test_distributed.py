@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 from tiny import tiny_model
 
 import hf_tickets
-from hf_tickets import distributed
+from hf_tickets.core import collectives
 from hf_tickets.core.collectives import broadcast_masks, masks_from_main
 from hf_tickets.core.shards import full_weight, local_mask, local_view
+from hf_tickets.training import launch as launch_checks
 from hf_tickets.training.launch import _accelerate_launch_args, _num_processes_in_argv
 from hf_tickets.training.trainer_loss import use_true_loss
 
@@ -117,7 +118,7 @@ def test_single_process_helpers_are_identity_without_copies():
     model = tiny_model(__import__("transformers").BertModel)
     p = model.encoder.layer[0].attention.self.query.weight
     mask = torch.rand(p.shape) > 0.5
-    assert not distributed.is_initialized() and distributed.world_size() == 1 and distributed.is_main_process()
+    assert not collectives.is_initialized() and collectives.world_size() == 1 and collectives.is_main_process()
     assert full_weight(p).data_ptr() == p.data_ptr()  # no gather, no copy
     assert local_view(p) is p
     assert local_mask(mask, p) is mask  # already on p's device
@@ -212,6 +213,54 @@ def test_deepspeed_zero3_sharded_ticket_equals_unsharded(tmp_path):
         assert (out / "ticket" / name).read_bytes() == (out / "ref_ticket" / name).read_bytes()
 
 
+def test_deepspeed_zero3_plain_loop_imp_keeps_pruned_weights_and_master_copy_zero(tmp_path):
+    import deepspeed  # noqa: F401
+
+    launch("zero3_imp.py", tmp_path / "probe", tmp_path / "out")
+    r0, r1 = ranks(tmp_path / "probe")
+    for r in (r0, r1):
+        assert r["rounds"] == [[0, 0.0], [1, 0.5], [2, 0.75]]
+        # After every apply_masks() of every round: partition, fp32 master and gathered weight all zero.
+        assert r["alive_partition"] == [0] * 9 and r["alive_master"] == [0] * 9 and r["alive_full"] == [0] * 9
+    assert_same_tensors(r0["tensors"], r1["tensors"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["round"] for row in results["rounds"]] == [0, 1, 2] and results["complete"]
+
+
+@pytest.mark.parametrize("failure", ["truncated_metrics", "unwritable_round", "locked"])
+def test_a_failure_on_the_main_process_stops_every_rank_with_the_same_error(tmp_path, failure):
+    from transformers import BertForSequenceClassification
+
+    from hf_tickets.training.imp import IMPConfig, IMPManager
+    from hf_tickets.training.imp.run_state import OutputDirLock
+
+    out = tmp_path / "out"
+    lock = OutputDirLock(out)
+    if failure == "truncated_metrics":  # a run with round 0 done, whose metrics.json is cut short
+        torch.manual_seed(0)
+        manager = IMPManager(tiny_model(BertForSequenceClassification), IMPConfig(imp_rounds=2), out)
+        for rnd in manager.rounds():
+            rnd.finish({"eval_accuracy": 0.5})
+            break
+        metrics = out / "round_00" / "metrics.json"
+        metrics.write_text(metrics.read_text()[:20])
+        expected = f"{metrics}: unreadable"
+    elif failure == "unwritable_round":  # round 0's pruning cannot write round 1's ticket
+        out.mkdir()
+        (out / "round_01").write_text("in the way")
+        expected = "round_01"
+    else:
+        lock.acquire()  # another live run holds output_dir
+        expected = f"in use by another IMP run (pid {os.getpid()}"
+    try:
+        launch("imp_main_fails.py", tmp_path / "probe", out, timeout=120)  # a rank waiting for a timeout hangs
+    finally:
+        lock.release()
+    r0, r1 = ranks(tmp_path / "probe")
+    assert expected in r0["error"], r0
+    assert r1 == r0  # the same error, on the rank that only waited
+
+
 @pytest.mark.slow
 def test_trainer_logs_true_loss_under_ddp_and_accumulation(tmp_path):
     launch("trainer_loss.py", tmp_path, launcher="python")
@@ -285,10 +334,10 @@ def test_accelerate_multi_cpu_config_of_two_processes_warns_that_it_started_one(
 def test_world_size_env_without_process_group_warns(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # launched as 2 processes, but nothing initialised torch.distributed
     with pytest.warns(RuntimeWarning, match="2 processes were requested but this run has 1.*not initialised"):
-        message = distributed.warn_if_single_process_requested()
-    assert message is not None and distributed.distributed_info()["requested_num_processes"] == 2
+        message = launch_checks.warn_if_single_process_requested()
+    assert message is not None and launch_checks.distributed_info()["requested_num_processes"] == 2
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert distributed.warn_if_single_process_requested() is None
+    assert launch_checks.warn_if_single_process_requested() is None
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ import hf_tickets
 from hf_tickets import IMPConfig, IMPManager, Ticket, TicketError
 from hf_tickets.core.schedules import imp_schedule, parse_sparsities
 from hf_tickets.training.callback import TicketCallback
-from hf_tickets.training.results import matching_ticket, to_csv
+from hf_tickets.training.results import matching_round, to_csv
 
 TESTS = Path(__file__).parent
 VENV_BIN = Path(sys.executable).parent
@@ -211,19 +211,19 @@ def test_config_parses_from_the_command_line_beside_training_arguments(tmp_path)
         parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--baseline", "other"])  # choices
 
 
-def test_matching_ticket_rule():
+def test_matching_round_rule():
     rows = [
         {"round": r, "sparsity": s, "acc": a}
         for r, s, a in [(0, 0.0, 0.90), (1, 0.1, 0.85), (2, 0.19, 0.895), (3, 0.271, 0.70)]
     ]
-    default = matching_ticket(rows, "acc", 0.90)  # 1% of the full score
+    default = matching_round(rows, "acc", 0.90)  # 1% of the full score
     assert (default["round"], default["matching_rounds"], default["tolerance"]) == (2, [0, 2], pytest.approx(0.009))
-    std = matching_ticket(rows, "acc", 0.90, full_model_std=0.06)
+    std = matching_round(rows, "acc", 0.90, full_model_std=0.06)
     assert std["matching_rounds"] == [0, 1, 2] and "standard deviation" in std["tolerance_source"]
-    assert matching_ticket(rows, "acc", 0.90, matching_tolerance=0.3)["round"] == 3
+    assert matching_round(rows, "acc", 0.90, matching_tolerance=0.3)["round"] == 3
     losses = [{"round": 0, "sparsity": 0.0, "eval_loss": 0.3}, {"round": 1, "sparsity": 0.1, "eval_loss": 0.5}]
-    assert matching_ticket(losses, "eval_loss", 0.3)["round"] == 0  # lower is better for losses
-    assert matching_ticket(rows, "f1", None)["round"] is None
+    assert matching_round(losses, "eval_loss", 0.3)["round"] == 0  # lower is better for losses
+    assert matching_round(rows, "f1", None)["round"] is None
     assert (
         to_csv(rows).splitlines()[0] == "round,sparsity,baseline,acc,train_time_s,train_steps,planned_steps,"
         "early_bird_stopped,early_bird_steps_saved,ticket"
@@ -317,8 +317,12 @@ def test_resume_refuses_other_settings_and_other_models(imp_run):
         IMPManager(fresh_model(seed=1), IMPConfig(imp_rounds=3, imp_seed=0), imp_run.out)
     with pytest.raises(TicketError, match="new output_dir"):
         IMPManager(fresh_model(), IMPConfig(imp_rounds=4, imp_seed=0), imp_run.out)
-    with pytest.raises(TicketError, match="schedule differs"):
+    with pytest.raises(TicketError, match=r"sparsity_schedule: None there, '0.2,0.4' here"):
         IMPManager(fresh_model(), IMPConfig(sparsity_schedule="0.2,0.4", imp_seed=0), imp_run.out)
+    with pytest.raises(
+        TicketError, match=r"schedule differs .* at round 2 \(0.189+5 there, 0.15 here\)"
+    ):  # capped by target_sparsity
+        IMPManager(fresh_model(), IMPConfig(imp_rounds=3, target_sparsity=0.15, imp_seed=0), imp_run.out)
 
 
 def test_unfinished_round_is_an_error(tmp_path):

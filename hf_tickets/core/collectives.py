@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +21,7 @@ from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket_files import pack_mask, unpack_mask
 
 Masks = dict[str, torch.Tensor]
+T = TypeVar("T")
 
 
 def is_initialized() -> bool:
@@ -69,6 +72,39 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_main(work: Callable[[], T]) -> T:
+    """Run ``work()`` on the main process only; its result, or its failure, on every rank.
+
+    For what only the main process does before the others go on (file writes, reading state):
+    if it raises there, every rank raises the same error at once, instead of the other ranks
+    waiting at the next collective until the process group times out. Also a barrier: no rank
+    returns before the main process has finished ``work``. The result is pickled: keep it small.
+    """
+    if not is_distributed():
+        return work()
+    result, error = None, None
+    if is_main_process():
+        try:
+            result = work()
+        except Exception as err:  # re-raised below, after the other ranks were told
+            error = err
+    outcome = broadcast_object(("ok", result) if error is None else ("error", _portable(error)))
+    if outcome[0] == "error":
+        if error is not None:
+            raise error
+        raise outcome[1]
+    return outcome[1]
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling (most do, as their type and message), else a TicketError saying it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return TicketError(f"the main process failed: {type(error).__name__}: {error}")
 
 
 def join_uneven_inputs(*modules: torch.nn.Module) -> contextlib.AbstractContextManager:

@@ -23,8 +23,9 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_tickets.core.errors import TicketError
-from hf_tickets.core.shards import is_dtensor, is_zero3, local_mask, local_view, zero_pruned_
+from hf_tickets.core.shards import local_mask, local_view
 from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
+from hf_tickets.training.masking import Masking
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,7 @@ class TicketCallback(TrainerCallback):
         self.ticket = ticket  # replaced by the checkpoint's ticket when training resumes
         self.verify_base = verify_base
         self.mask_gradients = mask_gradients
-        self._keep: list[tuple[torch.nn.Parameter, torch.Tensor]] | None = None
-        self._zero3: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
-        self._hooks: list = []
+        self._masking: Masking | None = None  # built at train begin, on the model the Trainer trains
 
     # ------------------------------------------------------------------ events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -57,24 +56,8 @@ class TicketCallback(TrainerCallback):
         if state.global_step > 0:
             self._adopt_checkpoint_ticket(args, state, model)
         report = self.ticket.apply(model, verify_base=self.verify_base)
-        params = self.ticket.parameters_of(model)
-        # uint8 keep-masks (1 byte/weight) for the tensor each rank stores (the whole weight unless
-        # FSDP2 shards it), on its device: `mul_` by them is ~15x faster than `masked_fill_` with a
-        # bool mask on CPU (see benchmarks/bench_callback.py). ZeRO-3 parameters go through the
-        # core's zero_pruned_, which also zeroes DeepSpeed's fp32 master copy.
-        self._keep, self._zero3 = [], []
-        for name, p in params.items():
-            if is_zero3(p):
-                self._zero3.append((p, self.ticket.masks[name]))
-            else:
-                self._keep.append((p, local_mask(self.ticket.masks[name], p).to(torch.uint8)))
         self._remove_hooks()
-        if self.mask_gradients:
-            # Sharded parameters get their gradients from FSDP/DeepSpeed, not from autograd
-            # accumulation, so only whole ones are hooked; their weights are still re-zeroed.
-            self._hooks = [
-                p.register_post_accumulate_grad_hook(_grad_masker(keep)) for p, keep in self._keep if not is_dtensor(p)
-            ]
+        self._masking = Masking(self.ticket, model, mask_gradients=self.mask_gradients)
         logger.info(
             "TicketCallback: training %d of %d target weights (sparsity %.4f) in %d tensors",
             report.weights - report.pruned,
@@ -87,17 +70,13 @@ class TicketCallback(TrainerCallback):
         # Called right after optimizer.step() (before the scheduler step and the next forward), once
         # per optimizer step whatever gradient_accumulation_steps is: the earliest point at which an
         # update can have touched a pruned weight. x * 0 is exactly (+/-) 0 for every finite x.
-        with torch.no_grad():
-            for param, keep in self._keep:
-                local_view(param).mul_(keep)
-            for param, mask in self._zero3:
-                zero_pruned_(param, mask)
+        self._masking.zero_()
 
     def on_train_end(self, args, state, control, **kwargs):
         self._remove_hooks()  # weights stay masked; later evaluation may still log sparsity
 
     def on_save(self, args, state, control, **kwargs):
-        if not args.should_save or self._keep is None:  # the process that writes checkpoints
+        if not args.should_save or self._masking is None:  # the process that writes checkpoints
             return
         # Trainer._save_checkpoint has written this folder (same name, PREFIX_CHECKPOINT_DIR-global_step)
         # before it calls on_save.
@@ -108,7 +87,7 @@ class TicketCallback(TrainerCallback):
         self.ticket.save_pretrained(folder)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or self._keep is None:
+        if logs is None or self._masking is None:
             return
         sparsity = self.measured_sparsity()
         logs["sparsity"] = sparsity  # seen by the callbacks after this one (progress bar/printer)
@@ -123,18 +102,13 @@ class TicketCallback(TrainerCallback):
 
         Sharded weights are counted on the shard this process holds (no communication).
         """
-        if self._keep is None:
+        if self._masking is None:
             raise TicketError("TicketCallback has not been applied yet (it is applied at train begin)")
-        tensors = [local_view(p) for p, _ in self._keep + self._zero3]
-        with torch.no_grad():
-            nonzero = sum(int(torch.count_nonzero(t)) for t in tensors)
-        total = sum(t.numel() for t in tensors)
-        return (total - nonzero) / total  # same expression as Ticket.sparsity: equal when enforced
+        return self._masking.measured_sparsity()
 
     def _remove_hooks(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        if self._masking is not None:
+            self._masking.remove()
 
     def _adopt_checkpoint_ticket(self, args, state, model) -> None:
         """On resume, continue with the ticket saved in the checkpoint (it is what the weights were trained with).
@@ -178,11 +152,3 @@ class TicketCallback(TrainerCallback):
         else:
             logger.info("TicketCallback: resuming with the ticket saved in %s", folder)
         self.ticket = ticket
-
-
-def _grad_masker(keep: torch.Tensor):
-    def hook(param: torch.nn.Parameter) -> None:
-        # After each backward has accumulated into .grad: clipping then sees the sub-network's norm.
-        param.grad.mul_(keep)
-
-    return hook

@@ -11,8 +11,11 @@ from hf_tickets.core.schedules import imp_schedule
 from hf_tickets.core.strategies import get_strategy
 
 BASELINES = ("none", "random_pruning", "random_reinit", "standard_pruning")
-#: Settings a resumed run must share with the run in output_dir (the schedule is checked separately).
+#: Settings a resumed run must share with the run in output_dir: they change what a round computes. The
+#: schedule itself is checked round by round (so imp_rounds/target_sparsity may extend an unfinished run).
 IDENTITY = (
+    "prune_fraction",
+    "sparsity_schedule",
     "baseline",
     "rewind",
     "rewind_steps",

@@ -83,7 +83,7 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def matching_ticket(
+def matching_round(
     rows: Sequence[Mapping],
     metric: str,
     full_score: float | None,
