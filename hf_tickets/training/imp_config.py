@@ -10,6 +10,8 @@ from hf_tickets.core.errors import TicketError
 from hf_tickets.core.schedules import imp_schedule
 from hf_tickets.core.strategies import get_strategy
 
+#: What IMPManager matches on when the config names no metric (the recipes name the task's).
+DEFAULT_MATCHING_METRIC = "eval_accuracy"
 BASELINES = ("none", "random_pruning", "random_reinit", "standard_pruning")
 #: Settings a resumed run must share with the run in output_dir: they change what a round computes. The
 #: schedule itself is checked round by round (so imp_rounds/target_sparsity may extend an unfinished run).
@@ -96,7 +98,10 @@ class IMPConfig:
     )
     matching_metric: str | None = field(
         default=None,
-        metadata={"help": "Metric that decides matching; default: the task's main metric (e.g. eval_f1 for SQuAD)."},
+        metadata={
+            "help": "Metric that decides matching; default: the task's main metric in the recipes (e.g. eval_f1 for "
+            "SQuAD), eval_accuracy for IMPManager used directly."
+        },
     )
     matching_tolerance: float | None = field(
         default=None,

@@ -9,6 +9,7 @@ rank at once with the same error.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import weakref
@@ -43,7 +44,7 @@ from hf_tickets.training.imp.run_state import (
 )
 from hf_tickets.training.imp.summary import RunSummary
 from hf_tickets.training.imp.trainer_glue import run_with_trainer
-from hf_tickets.training.imp_config import IDENTITY, IMPConfig
+from hf_tickets.training.imp_config import DEFAULT_MATCHING_METRIC, IDENTITY, IMPConfig
 from hf_tickets.training.launch import distributed_info
 from hf_tickets.training.masking import Masking
 from hf_tickets.training.results import make_row
@@ -70,6 +71,8 @@ class IMPManager:
         self.config = config if config is not None else IMPConfig()
         if not isinstance(self.config, IMPConfig):
             raise TicketError(f"config must be an IMPConfig, got {type(self.config).__name__}")
+        if self.config.matching_metric is None:  # the recipes fill in the task's metric; a plain loop gets this
+            self.config = dataclasses.replace(self.config, matching_metric=DEFAULT_MATCHING_METRIC)
         if run_identity is not None and not isinstance(run_identity, Mapping):
             raise TicketError(f"run_identity must be a mapping of setting names to values, got {run_identity!r}")
         self.model, self._module = model, unwrap_model(model)  # never prune through a DDP/compile wrapper

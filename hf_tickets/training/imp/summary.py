@@ -12,7 +12,7 @@ from hf_tickets.training.imp_config import IMPConfig
 from hf_tickets.training.results import (
     greater_is_better,
     matching_round,
-    metric_keys,
+    metric_names,
     read_json,
     resolve_tolerance,
     within_band,
@@ -42,7 +42,7 @@ class RunSummary:
         if full is None or score is None:
             raise TicketError(
                 f"stop_when_not_matching needs {c.matching_metric!r} in the metrics of round 0 and of round "
-                f"{row['round']}; round {row['round']} reported {metric_keys([row])}"
+                f"{row['round']}; round {row['round']} reported {metric_names([row])}"
             )
         tolerance, _ = resolve_tolerance(full, c.matching_tolerance, c.full_model_std)
         return within_band(score, full, tolerance, greater_is_better(c.matching_metric, c.matching_greater_is_better))
@@ -74,7 +74,7 @@ class RunSummary:
         }
 
     def log_round(self, row: Mapping) -> None:
-        names = metric_keys([row])
+        names = metric_names([row])  # the one rule for which logged numbers are scores
         scores = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in names and _is_number(v))
         eb = f", early-bird saved {row['early_bird_steps_saved']} steps" if row["early_bird_stopped"] else ""
         logger.info(
