@@ -1,0 +1,257 @@
+"""Structured strategies: whole attention heads and whole FFN neurons, in the strategy registry.
+
+A *unit* is a group of weights that only make sense together:
+
+- head ``h`` of a layer: rows ``h*d:(h+1)*d`` of ``attention.self.{query,key,value}.weight`` and the
+  same columns of ``attention.output.dense.weight`` (``d`` = rows / ``num_heads``);
+- FFN neuron ``j`` of a layer: row ``j`` of ``intermediate.dense.weight`` and column ``j`` of
+  ``output.dense.weight``.
+
+Zeroing a unit's weights removes its contribution exactly (its output columns are zero whatever its
+biases give), so a masked structured ticket computes what the physically smaller model computes
+(``hf_tickets.core.shrink``). A unit's score is the mean magnitude of its weights (L1 / count), so
+units of different sizes compare fairly; ties go to the earlier unit (layer order, then index).
+
+**What ``sparsity`` means.** As for every ticket, sparsity is the fraction of the *target* weights
+that is pruned (measured, in ``Ticket.sparsity``). A structured strategy prunes whole units, so it
+prunes units, lowest score first, while that brings the pruned count closer to ``round(sparsity * n)``
+(a unit that would overshoot by at least what it gains is skipped with the rest of its kind in its
+layer; ties: the fewer units). For units of one size
+``u`` that is ``round_half_down(needed / u)`` more units. Targets that belong to no unit (with
+``targets="auto"``, the FFN matrices for a head strategy) count in ``n`` and stay dense, so a head
+strategy on the default targets reaches at most ~1/3 sparsity; ``targets=HEAD_TARGETS`` makes
+sparsity the fraction of heads, ``targets=NEURON_TARGETS`` the fraction of neurons. Every layer
+keeps at least one head and one neuron (a layer without heads cannot run); asking for more raises.
+
+Pruning is cumulative (``keep``): a fully pruned unit stays pruned and counts towards the total.
+The layerwise strategies prune the same number of units in every layer (give or take one), which
+``shrink`` turns into a uniform, stock-config model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hf_tickets.core.errors import TicketError
+from hf_tickets.core.strategies import Masks, num_to_prune, register_strategy
+from hf_tickets.core.targets import unwrap_model
+
+#: ``targets=`` for head strategies: sparsity is then the fraction of heads pruned.
+HEAD_TARGETS = r".*\.attention\.(self\.(query|key|value)|output\.dense)"
+#: ``targets=`` for neuron strategies: sparsity is then the fraction of FFN neurons pruned.
+NEURON_TARGETS = r".*\.layer\.\d+\.(intermediate|output)\.dense"
+
+HEAD_PARTS = (
+    "attention.self.query.weight",
+    "attention.self.key.weight",
+    "attention.self.value.weight",
+    "attention.output.dense.weight",
+)
+NEURON_PARTS = ("intermediate.dense.weight", "output.dense.weight")
+_LAYER_NAME = re.compile(r"^(?P<layer>(.*\.)?layer\.\d+)\.(?P<part>.+)$")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One head or neuron: ``slices`` are (tensor name, dim, start, stop) of the weights it owns."""
+
+    kind: str  # "head" or "neuron"
+    layer: str  # e.g. "encoder.layer.3"
+    index: int
+    slices: tuple[tuple[str, int, int, int], ...]
+    size: int  # weights it owns
+
+    def views(self, tensors: Mapping[str, torch.Tensor]) -> Iterable[torch.Tensor]:
+        for name, dim, start, stop in self.slices:
+            yield tensors[name].narrow(dim, start, stop - start)
+
+
+def layer_parts(names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``{layer: {part: full name}}`` for the BERT-style layer tensors among ``names``."""
+    layers: dict[str, dict[str, str]] = {}
+    for name in names:
+        match = _LAYER_NAME.match(name)
+        if match and match["part"] in HEAD_PARTS + NEURON_PARTS:
+            layers.setdefault(match["layer"], {})[match["part"]] = name
+    return layers
+
+
+def units_of(
+    weights: Mapping[str, torch.Tensor], kinds: tuple[str, ...], num_heads: int | None = None
+) -> list[list[Unit]]:
+    """Per layer (in target order), its units of the given kinds; checks the tensors are all there."""
+    layers = layer_parts(weights)
+    result = []
+    for layer, parts in layers.items():
+        units: list[Unit] = []
+        for kind, wanted in (("head", HEAD_PARTS), ("neuron", NEURON_PARTS)):
+            if kind not in kinds or not parts.keys() & set(wanted):
+                continue
+            missing = [p for p in wanted if p not in parts]
+            if missing:
+                raise TicketError(
+                    f"{kind} pruning needs all of {layer}.{{{', '.join(wanted)}}} among the targets; "
+                    f"missing: {', '.join(missing)}"
+                )
+            names = [parts[p] for p in wanted]
+            if kind == "head":
+                units += _head_units(layer, names, weights, num_heads)
+            else:
+                units += _neuron_units(layer, names, weights)
+        if units:
+            result.append(units)
+    if not result:
+        raise TicketError(
+            f"no {' or '.join(kinds)} among the targets (tensors like {next(iter(weights), '?')!r}); "
+            f"structured strategies need BERT-style layers: targets={HEAD_TARGETS!r} or {NEURON_TARGETS!r}"
+        )
+    return result
+
+
+def _dims(kind: str) -> tuple[int, ...]:
+    return (0, 0, 0, 1) if kind == "head" else (0, 1)
+
+
+def _make_unit(kind, layer, index, pieces, weights) -> Unit:
+    size = sum((stop - start) * weights[name].shape[1 - dim] for name, dim, start, stop in pieces)
+    return Unit(kind, layer, index, tuple(pieces), size)
+
+
+def _head_units(layer, names, weights, num_heads) -> list[Unit]:
+    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
+        raise TicketError(
+            f"head pruning needs num_heads= (a whole number >= 1), got {num_heads!r}; "
+            "prune() passes the model's config.num_attention_heads"
+        )
+    query, key, value, out = names
+    rows = weights[query].shape[0]
+    if rows % num_heads or any(weights[n].shape[0] != rows for n in (key, value)) or weights[out].shape[1] != rows:
+        raise TicketError(
+            f"{layer}: attention shapes {[tuple(weights[n].shape) for n in names]} do not split into "
+            f"num_heads={num_heads} heads"
+        )
+    d = rows // num_heads
+    return [
+        _make_unit("head", layer, h, [(n, dim, h * d, (h + 1) * d) for n, dim in zip(names, _dims("head"))], weights)
+        for h in range(num_heads)
+    ]
+
+
+def _neuron_units(layer, names, weights) -> list[Unit]:
+    intermediate, output = names
+    width = weights[intermediate].shape[0]
+    if weights[output].shape[1] != width:
+        raise TicketError(
+            f"{layer}: {intermediate} has {width} rows but {output} has {weights[output].shape[1]} columns"
+        )
+    return [
+        _make_unit("neuron", layer, j, [(intermediate, 0, j, j + 1), (output, 1, j, j + 1)], weights)
+        for j in range(width)
+    ]
+
+
+# ------------------------------------------------------------------ scoring and selection
+def unit_score(unit: Unit, weights: Mapping[str, torch.Tensor]) -> float:
+    total = sum(float(v.detach().abs().float().sum()) for v in unit.views(weights))
+    return total / unit.size
+
+
+def unit_alive(unit: Unit, keep: Masks | None) -> int:
+    """Weights of ``unit`` still kept (all of them for a dense model)."""
+    if keep is None:
+        return unit.size
+    return sum(int(v.sum()) for v in unit.views(keep))
+
+
+def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: bool) -> Masks:
+    masks = {n: torch.ones(w.shape, dtype=torch.bool) if keep is None else keep[n].clone() for n, w in weights.items()}
+    target = num_to_prune(weights, sparsity)
+    pruned = sum(int((~m).sum()) for m in masks.values())
+    # Candidates per (layer, kind), lowest score first; each layer must keep one unit of each kind.
+    queues: dict[tuple[int, str], list[tuple[float, int, Unit]]] = {}
+    done: dict[tuple[int, str], int] = {}
+    for position, units in enumerate(layers):
+        for unit in units:
+            group = (position, unit.kind)
+            queues.setdefault(group, [])
+            done.setdefault(group, 0)
+            alive = unit_alive(unit, keep)
+            if alive == 0:
+                done[group] += 1
+            else:
+                queues[group].append((unit_score(unit, weights), unit.index, unit))
+    for group, queue in queues.items():
+        queue.sort(key=lambda item: (item[0], item[1]))
+        if not queue:
+            raise TicketError(f"{layers[group[0]][0].layer} has no {group[1]} left: every layer keeps one")
+        queue.pop()  # the highest-scoring unit of each layer is never a candidate
+    while pruned < target:
+        group = _next_group(queues, done, layerwise)
+        if group is None:
+            break
+        unit = queues[group][0][2]
+        alive = unit_alive(unit, masks)
+        if 2 * (target - pruned) <= alive:
+            # It would overshoot by at least what it gains; so would the rest of its group (same size),
+            # but a smaller kind of unit may still come closer.
+            queues[group] = []
+            continue
+        queues[group].pop(0)
+        done[group] += 1
+        for view in unit.views(masks):
+            view.fill_(False)
+        pruned += alive
+    if 2 * (target - pruned) > max((u.size for units in layers for u in units), default=0):
+        reachable = pruned / sum(w.numel() for w in weights.values())
+        raise TicketError(
+            f"sparsity {sparsity} is out of reach of structured pruning on these targets: at most {reachable:.4f} "
+            f"(every layer keeps one unit of each kind; targets outside the units stay dense). "
+            f"Lower the sparsity or narrow the targets (e.g. {HEAD_TARGETS!r})"
+        )
+    return masks
+
+
+def _next_group(queues, done, layerwise: bool):
+    """Global: the lowest score anywhere. Layerwise: the layer with the fewest pruned units, then the lowest score."""
+    open_groups = [g for g, q in queues.items() if q]
+    if not open_groups:
+        return None
+    if layerwise:
+        return min(open_groups, key=lambda g: (done[g], queues[g][0][0], g))
+    return min(open_groups, key=lambda g: (queues[g][0][0], g, queues[g][0][1]))
+
+
+# ---------------------------------------------------------------------------- strategies
+def _structured(kinds: tuple[str, ...], layerwise: bool):
+    def strategy(weights: Mapping[str, torch.Tensor], keep: Masks | None, sparsity: float, num_heads=None) -> Masks:
+        return _prune_units(weights, keep, sparsity, units_of(weights, kinds, num_heads), layerwise)
+
+    strategy.needs_num_heads = "head" in kinds  # prune() then passes model.config.num_attention_heads
+    return strategy
+
+
+STRUCTURED_STRATEGIES = {
+    "heads": (("head",), False),
+    "layerwise_heads": (("head",), True),
+    "neurons": (("neuron",), False),
+    "layerwise_neurons": (("neuron",), True),
+    "heads+neurons": (("head", "neuron"), False),
+}
+for _name, (_kinds, _layerwise) in STRUCTURED_STRATEGIES.items():
+    register_strategy(_name)(_structured(_kinds, _layerwise))
+
+
+def num_heads_of(model: nn.Module) -> int:
+    """The model's attention heads per layer, from its config (BERT, RoBERTa, ELECTRA: num_attention_heads)."""
+    config = getattr(unwrap_model(model), "config", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if not isinstance(heads, int):
+        raise TicketError(
+            f"{type(unwrap_model(model)).__name__} has no config.num_attention_heads; pass num_heads= to prune()"
+        )
+    return heads
