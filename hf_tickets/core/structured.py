@@ -156,52 +156,54 @@ def _neuron_units(layer, names, weights) -> list[Unit]:
 
 
 # ------------------------------------------------------------------ scoring and selection
-def unit_score(unit: Unit, weights: Mapping[str, torch.Tensor]) -> float:
-    total = sum(float(v.detach().abs().float().sum()) for v in unit.views(weights))
-    return total / unit.size
+def group_sums(units: list[Unit], tensors: Mapping[str, torch.Tensor], absolute: bool = True) -> torch.Tensor:
+    """Per unit, the sum of (|x| or x) over its slices: one reduction per tensor, not one per unit.
+
+    ``units`` are one layer's units of one kind, which tile each tensor's dimension in index order.
+    """
+    total = torch.zeros(len(units), dtype=torch.float64)
+    for name, dim, _, _ in units[0].slices:
+        tensor = tensors[name].detach()
+        values = tensor.abs() if absolute else tensor
+        lines = values.sum(dim=1 - dim, dtype=torch.float64)  # one value per row (dim 0) or column (dim 1)
+        total += lines.reshape(len(units), -1).sum(dim=1)
+    return total
 
 
-def unit_alive(unit: Unit, keep: Masks | None) -> int:
-    """Weights of ``unit`` still kept (all of them for a dense model)."""
-    if keep is None:
-        return unit.size
-    return sum(int(v.sum()) for v in unit.views(keep))
+def _candidates(units: list[Unit], weights, keep) -> tuple[list[tuple[float, int, Unit, int]], int]:
+    """A layer's units of one kind still alive as (score, index, unit, alive weights), and how many are pruned."""
+    scores = (group_sums(units, weights) / units[0].size).tolist()
+    alive = [units[0].size] * len(units) if keep is None else group_sums(units, keep, absolute=False).long().tolist()
+    live = [(scores[i], unit.index, unit, alive[i]) for i, unit in enumerate(units) if alive[i] > 0]
+    return live, len(units) - len(live)
 
 
 def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: bool) -> Masks:
     masks = {n: torch.ones(w.shape, dtype=torch.bool) if keep is None else keep[n].clone() for n, w in weights.items()}
     target = num_to_prune(weights, sparsity)
     pruned = sum(int((~m).sum()) for m in masks.values())
-    # Candidates per (layer, kind), lowest score first; each layer must keep one unit of each kind.
-    queues: dict[tuple[int, str], list[tuple[float, int, Unit]]] = {}
+    # Candidates per (layer, kind), the lowest score LAST (popped first); each layer keeps one unit of each kind.
+    queues: dict[tuple[int, str], list[tuple[float, int, Unit, int]]] = {}
     done: dict[tuple[int, str], int] = {}
     for position, units in enumerate(layers):
-        for unit in units:
-            group = (position, unit.kind)
-            queues.setdefault(group, [])
-            done.setdefault(group, 0)
-            alive = unit_alive(unit, keep)
-            if alive == 0:
-                done[group] += 1
-            else:
-                queues[group].append((unit_score(unit, weights), unit.index, unit))
-    for group, queue in queues.items():
-        queue.sort(key=lambda item: (item[0], item[1]))
-        if not queue:
-            raise TicketError(f"{layers[group[0]][0].layer} has no {group[1]} left: every layer keeps one")
-        queue.pop()  # the highest-scoring unit of each layer is never a candidate
+        for kind in dict.fromkeys(u.kind for u in units):
+            group = (position, kind)
+            live, done[group] = _candidates([u for u in units if u.kind == kind], weights, keep)
+            if not live:
+                raise TicketError(f"{units[0].layer} has no {kind} left: every layer keeps one")
+            live.sort(key=lambda item: (item[0], item[1]))
+            queues[group] = live[:-1][::-1]  # the highest-scoring unit is never a candidate
     while pruned < target:
         group = _next_group(queues, done, layerwise)
         if group is None:
             break
-        unit = queues[group][0][2]
-        alive = unit_alive(unit, masks)
+        _, _, unit, alive = queues[group][-1]
         if 2 * (target - pruned) <= alive:
             # It would overshoot by at least what it gains; so would the rest of its group (same size),
             # but a smaller kind of unit may still come closer.
             queues[group] = []
             continue
-        queues[group].pop(0)
+        queues[group].pop()
         done[group] += 1
         for view in unit.views(masks):
             view.fill_(False)
@@ -222,8 +224,8 @@ def _next_group(queues, done, layerwise: bool):
     if not open_groups:
         return None
     if layerwise:
-        return min(open_groups, key=lambda g: (done[g], queues[g][0][0], g))
-    return min(open_groups, key=lambda g: (queues[g][0][0], g, queues[g][0][1]))
+        return min(open_groups, key=lambda g: (done[g], queues[g][-1][0], g))
+    return min(open_groups, key=lambda g: (queues[g][-1][0], g))
 
 
 # ---------------------------------------------------------------------------- strategies
