@@ -32,13 +32,13 @@ def logits(model, batch):
         return model.eval()(**batch).logits
 
 
-def masked_and_shrunk(cls, strategy, sparsity, remove_heads=True, **prune_options):
+def masked_and_shrunk(cls, strategy, sparsity, stock_config=False, **prune_options):
     model = tiny_model(cls)
     ticket = prune(model, sparsity, strategy=strategy, **prune_options)
     ticket.apply(model)
     batch = inputs()
     expected = logits(model, batch)
-    returned = shrink(model, ticket, remove_heads=remove_heads)
+    returned = shrink(model, ticket, stock_config=stock_config)
     assert returned is model
     return model, ticket, batch, expected
 
@@ -53,35 +53,45 @@ def test_shrunk_model_computes_what_the_masked_model_does(cls, strategy):
     assert record["ticket_sparsity"] == ticket.sparsity
 
 
-def test_removed_heads_and_neurons_are_the_tickets_and_shapes_shrink_accordingly():
+def whole_neurons_per_layer(ticket):
+    return [int((~ticket.masks[f"encoder.layer.{i}.intermediate.dense.weight"].any(dim=1)).sum()) for i in range(2)]
+
+
+def zero_rows(model):
+    return [int((layer.intermediate.dense.weight.abs().sum(dim=1) == 0).sum()) for layer in model.bert.encoder.layer]
+
+
+def test_every_whole_head_and_neuron_goes_with_per_layer_shapes_in_the_config():
     model, ticket, batch, _ = masked_and_shrunk(BertForSequenceClassification, "heads+neurons", 0.45)
     record = getattr(model.config, RECORD_KEY)
     heads = record["removed_heads"]
     assert heads and model.config.pruned_heads == heads
+    per_layer = whole_neurons_per_layer(ticket)
+    assert per_layer[0] != per_layer[1]  # global pruning: unequal widths
+    assert model.config.intermediate_sizes == [FFN - n for n in per_layer]
+    assert model.config.intermediate_size == FFN - min(per_layer)
     for index, layer in enumerate(model.bert.encoder.layer):
         kept_heads = HEADS - len(heads.get(str(index), []))
         assert layer.attention.self.query.weight.shape == (kept_heads * HIDDEN // HEADS, HIDDEN)
         assert layer.attention.output.dense.weight.shape == (HIDDEN, kept_heads * HIDDEN // HEADS)
-        assert layer.intermediate.dense.weight.shape == (model.config.intermediate_size, HIDDEN)
-    # Global neuron pruning differs per layer: the common count goes, the rest stay as zero rows.
-    per_layer = [
-        int((~ticket.masks[f"encoder.layer.{i}.intermediate.dense.weight"].any(dim=1)).sum()) for i in range(2)
-    ]
-    assert record["removed_neurons_per_layer"] == min(per_layer) > 0
-    assert model.config.intermediate_size == FFN - min(per_layer)
-    assert record["zero_neurons_left"] == max(per_layer) - min(per_layer) > 0
-    zero_rows = [
-        int((layer.intermediate.dense.weight.abs().sum(dim=1) == 0).sum()) for layer in model.bert.encoder.layer
-    ]
-    assert sorted(zero_rows) == [0, record["zero_neurons_left"]]
+        assert layer.intermediate.dense.weight.shape == (FFN - per_layer[index], HIDDEN)
+        assert layer.output.dense.weight.shape == (HIDDEN, FFN - per_layer[index])
+    assert record["zero_neurons_left"] == 0 and zero_rows(model) == [0, 0]
 
 
-def test_keep_heads_leaves_attention_whole_and_a_stock_config():
-    model, _, batch, expected = masked_and_shrunk(
-        BertForSequenceClassification, "heads+neurons", 0.45, remove_heads=False
+def test_stock_config_keeps_heads_and_removes_the_same_number_of_neurons_per_layer():
+    model, ticket, batch, expected = masked_and_shrunk(
+        BertForSequenceClassification, "heads+neurons", 0.45, stock_config=True
     )
     assert model.bert.encoder.layer[0].attention.self.query.weight.shape == (HIDDEN, HIDDEN)
-    assert not getattr(model.config, "pruned_heads", None)
+    assert not getattr(model.config, "pruned_heads", None) and not getattr(model.config, "intermediate_sizes", None)
+    per_layer = whole_neurons_per_layer(ticket)
+    record = getattr(model.config, RECORD_KEY)
+    assert record["removed_neurons"] == {"0": min(per_layer), "1": min(per_layer)}
+    assert model.config.intermediate_size == FFN - min(per_layer)
+    # The rest of each layer's pruned neurons stay as zero rows.
+    assert record["zero_neurons_left"] == max(per_layer) - min(per_layer) > 0
+    assert sorted(zero_rows(model)) == [0, record["zero_neurons_left"]]
     torch.testing.assert_close(logits(model, batch), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -152,6 +162,24 @@ def test_shrunk_heads_load_with_from_pretrained_and_remote_code_in_a_fresh_proce
     result = load_in_fresh_process(out, "AutoModelForSequenceClassification", True, tmp_path)
     assert result["diff"] < 1e-5 and not result["hf_tickets"]
     assert result["class"] == "ShrunkBertForSequenceClassification"
+
+
+def test_unequal_widths_without_removed_heads_load_with_remote_code(tmp_path):
+    model, _, batch, expected = masked_and_shrunk(BertForMaskedLM, "neurons", 0.3)
+    assert not getattr(model.config, "pruned_heads", None) and model.config.intermediate_sizes
+    out = tmp_path / "shrunk"
+    save_with_probe(model, out, batch, expected)
+    result = load_in_fresh_process(out, "AutoModelForMaskedLM", True, tmp_path)
+    assert result["diff"] < 1e-5 and not result["hf_tickets"] and result["class"] == "ShrunkBertForMaskedLM"
+
+
+def test_stock_config_loads_with_plain_from_pretrained(tmp_path):
+    model, _, batch, expected = masked_and_shrunk(BertForSequenceClassification, "heads+neurons", 0.45, True)
+    out = tmp_path / "shrunk"
+    save_with_probe(model, out, batch, expected)
+    assert not (out / MODELING_FILE).exists()
+    result = load_in_fresh_process(out, "AutoModelForSequenceClassification", False, tmp_path)
+    assert result["diff"] < 1e-5 and result["class"] == "BertForSequenceClassification"
 
 
 def test_shrunk_neurons_load_with_plain_from_pretrained(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import transformers
 
 from hf_tickets.core.errors import TicketError
-from hf_tickets.core.shrink import RECORD_KEY, auto_class_of, save_shrunk, shrink
+from hf_tickets.core.shrink import MODELING_FILE, RECORD_KEY, auto_class_of, save_shrunk, shrink
 from hf_tickets.core.ticket import MASKS_FILE, Ticket
 from hf_tickets.hub.sparse_checkpoint import COMPACT_SUFFIX, convert
 
@@ -33,9 +33,10 @@ def register_cli(subparsers) -> None:
     )
     parser.add_argument("--revision", default=None, help="revision of a Hub ticket")
     parser.add_argument(
-        "--keep_heads",
+        "--stock_config",
         action="store_true",
-        help="keep pruned heads as zeros: the result then loads without trust_remote_code (only neurons go)",
+        help="remove only what a stock config describes (pruned heads stay as zeros, the same number of neurons "
+        "per layer): the result then loads without trust_remote_code",
     )
     parser.set_defaults(func=_run_cli)
 
@@ -73,11 +74,11 @@ def _run_cli(args) -> int:
         tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     else:
         logger.warning("no tokenizer beside %s: %s gets none", tokenizer_dir, args.output_dir)
-    shrink(model, ticket, remove_heads=not args.keep_heads)
+    shrink(model, ticket, stock_config=args.stock_config)
     out = save_shrunk(model, args.output_dir, tokenizer)
     record = getattr(model.config, RECORD_KEY)
     print(json.dumps(record, indent=2))
     auto = auto_class_of(type(model).__name__) or "AutoModel"
-    remote = ", trust_remote_code=True" if record["removed_heads"] else ""
+    remote = ", trust_remote_code=True" if (out / MODELING_FILE).is_file() else ""
     print(f"wrote {out}; load it with transformers.{auto}.from_pretrained({str(out)!r}{remote})")
     return 0

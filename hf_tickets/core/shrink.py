@@ -3,19 +3,19 @@
 Transformers 5 dropped head pruning: ``PreTrainedModel.prune_heads``, ``find_pruneable_heads_and_indices``
 and the application of ``config.pruned_heads`` by ``from_pretrained`` are gone; only
 ``pytorch_utils.prune_linear_layer`` remains, and BERT's attention now infers the head count from the
-projection width (``view(..., -1, head_size)``), so a narrower layer runs as is. Hence:
+projection width (``view(..., -1, head_size)``), so a narrower layer runs as is. The stock config can
+express neither per-layer head counts nor per-layer FFN widths, hence two modes:
 
-- **Heads.** A pruned head's Q/K/V rows and attention-output columns are cut (``prune_linear_layer``),
-  the layer's ``num_attention_heads``/``all_head_size`` updated, and the removed heads recorded in
-  ``config.pruned_heads`` (``{"layer index": [original head indices]}``). The stock BERT classes cannot
-  build per-layer head counts from a config any more, so ``save_shrunk`` writes a small modeling file
-  (transformers and torch only) beside the weights and points ``config.auto_map`` at it:
-  ``AutoModel*.from_pretrained(OUT, trust_remote_code=True)`` rebuilds the smaller model, without hf_tickets.
-- **FFN neurons.** The stock config has one ``intermediate_size``, so every layer loses the same
-  number: the smallest count of whole neurons any layer prunes (the lowest-indexed of each layer's
-  pruned neurons). The other pruned neurons stay, as zeros, so outputs are unchanged. ``layerwise_neurons``
-  prunes the same number per layer, so all of them go. Without removed heads, plain
-  ``from_pretrained(OUT)`` loads the result (no remote code).
+- **default**: every whole head and neuron goes. Heads are cut with ``prune_linear_layer`` and recorded
+  in ``config.pruned_heads`` (``{"layer index": [original head indices]}``); unequal FFN widths are
+  recorded in ``config.intermediate_sizes`` (one per layer; ``intermediate_size`` is their maximum).
+  When either is needed, ``save_shrunk`` writes a small modeling file (transformers and torch only)
+  beside the weights and points ``config.auto_map`` at it, so
+  ``AutoModel*.from_pretrained(OUT, trust_remote_code=True)`` rebuilds the model without hf_tickets.
+  Equal widths and no removed heads (e.g. ``layerwise_neurons``) need no file.
+- **stock_config=True**: only what the stock config holds: pruned heads stay as zeros, and every layer
+  loses the same number of neurons (the smallest count any layer prunes; the rest stay as zeros).
+  Plain ``AutoModel*.from_pretrained(OUT)`` loads it.
 
 Removing a whole unit changes no output: its output columns were zero (``Ticket.apply`` runs first).
 """
@@ -57,12 +57,12 @@ _AUTO_CLASSES = {
 RECORD_KEY = "hf_tickets_shrink"
 
 
-def shrink(model: nn.Module, ticket: Ticket, remove_heads: bool = True) -> nn.Module:
+def shrink(model: nn.Module, ticket: Ticket, stock_config: bool = False) -> nn.Module:
     """Apply ``ticket`` to ``model`` and remove (in place) the heads and neurons it prunes whole; returns ``model``.
 
-    ``remove_heads=False`` keeps pruned heads as zeros, so the saved model needs no remote code.
-    The model may be fine-tuned: its weights are not checked against the ticket's base. What was
-    removed is recorded in ``model.config.hf_tickets_shrink``.
+    ``stock_config=True`` removes only what a stock config can describe (see the module doc), so the
+    saved model needs no remote code. The model may be fine-tuned: its weights are not checked against
+    the ticket's base. What was removed is recorded in ``model.config.hf_tickets_shrink``.
     """
     ticket.apply(model, verify_base=False)
     module = unwrap_model(model)
@@ -71,31 +71,37 @@ def shrink(model: nn.Module, ticket: Ticket, remove_heads: bool = True) -> nn.Mo
     layers = {prefix: _layer_index(prefix) for prefix in layer_parts(n for n, _ in base.named_parameters())}
     if not layers:
         raise TicketError(f"{type(module).__name__} has no BERT-style layers (encoder.layer.N) to shrink")
-    pruned_heads, pruned_neurons = _whole_units(ticket, num_heads_of(module) if remove_heads else None)
+    pruned_heads, pruned_neurons = _whole_units(ticket, None if stock_config else num_heads_of(module))
     removed_heads = {}
     for prefix, heads in pruned_heads.items():
         removed_heads[str(layers[prefix])] = _remove_heads(base.get_submodule(prefix), heads)
-    per_layer = min(len(pruned_neurons.get(prefix, [])) for prefix in layers)
-    if per_layer:
-        for prefix in layers:
-            _remove_neurons(base.get_submodule(prefix), pruned_neurons[prefix][:per_layer])
-        module.config.intermediate_size -= per_layer
     if removed_heads:
         module.config.pruned_heads = dict(sorted(removed_heads.items(), key=lambda item: int(item[0])))
+    uniform = min(len(pruned_neurons.get(prefix, [])) for prefix in layers)
+    removed_neurons = {}
+    for prefix in layers:
+        gone = pruned_neurons.get(prefix, [])[: uniform if stock_config else None]
+        if gone:
+            _remove_neurons(base.get_submodule(prefix), gone)
+        removed_neurons[str(layers[prefix])] = len(gone)
+    widths = [module.config.intermediate_size - removed_neurons[str(i)] for i in sorted(layers.values())]
+    module.config.intermediate_size = max(widths)
+    if len(set(widths)) > 1:
+        module.config.intermediate_sizes = widths
     record = {
         "ticket_sparsity": ticket.sparsity,
         "ticket_strategy": ticket.config.strategy,
         "removed_heads": removed_heads,
-        "removed_neurons_per_layer": per_layer,
-        "zero_neurons_left": sum(len(v) for v in pruned_neurons.values()) - per_layer * len(layers),
+        "removed_neurons": removed_neurons,
+        "zero_neurons_left": sum(len(v) for v in pruned_neurons.values()) - sum(removed_neurons.values()),
         "parameters_before": before,
         "parameters_after": sum(p.numel() for p in module.parameters()),
     }
     setattr(module.config, RECORD_KEY, record)
     logger.info(
-        "shrink: removed %d heads and %d FFN neurons per layer (%d pruned neurons left as zeros); parameters %d -> %d",
+        "shrink: removed %d heads and %d FFN neurons (%d pruned neurons left as zeros); parameters %d -> %d",
         sum(len(h) for h in removed_heads.values()),
-        per_layer,
+        sum(removed_neurons.values()),
         record["zero_neurons_left"],
         before,
         record["parameters_after"],
@@ -152,10 +158,11 @@ def _remove_neurons(layer: nn.Module, neurons: list[int]) -> None:
 
 
 # ------------------------------------------------------------------------------ saving
-_MODELING_TEMPLATE = '''"""Written by hf_tickets shrink: a BERT whose attention heads were removed.
+_MODELING_TEMPLATE = '''"""Written by hf_tickets shrink: a BERT with heads or FFN neurons removed per layer.
 
-Transformers 5 no longer applies config.pruned_heads, so this file narrows each layer's attention
-before the weights are loaded. It needs transformers and torch only:
+Stock configs hold neither config.pruned_heads (transformers 5 dropped it) nor per-layer FFN widths
+(config.intermediate_sizes), so this file narrows each layer before the weights are loaded.
+It needs transformers and torch only:
     AutoModel*.from_pretrained(this_folder, trust_remote_code=True)
 """
 
@@ -176,6 +183,14 @@ def _narrow_attention(model):
         for name in ("query", "key", "value"):
             setattr(attention, name, nn.Linear(hidden, attention.all_head_size))
         layer.attention.output.dense = nn.Linear(attention.all_head_size, layer.attention.output.dense.out_features)
+
+
+def _narrow_ffn(model):
+    widths = getattr(model.config, "intermediate_sizes", None)
+    for layer, width in zip(model.base_model.encoder.layer, widths or []):
+        if width != layer.intermediate.dense.out_features:
+            layer.intermediate.dense = nn.Linear(layer.intermediate.dense.in_features, width)
+            layer.output.dense = nn.Linear(width, layer.output.dense.out_features)
 {classes}'''
 
 _CLASS_TEMPLATE = """
@@ -184,6 +199,7 @@ class Shrunk{name}(transformers.{name}):
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
         _narrow_attention(self)
+        _narrow_ffn(self)
 """
 
 
@@ -194,17 +210,17 @@ def auto_class_of(class_name: str) -> str | None:
 
 
 def save_shrunk(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
-    """Save a shrunk model; with removed heads, also the modeling file its config's ``auto_map`` names."""
+    """Save a shrunk model; with removed heads or unequal widths, also the modeling file ``config.auto_map`` names."""
     directory = Path(directory)
     model = unwrap_model(model)
     config = model.config
-    if getattr(config, "pruned_heads", None):
+    if getattr(config, "pruned_heads", None) or getattr(config, "intermediate_sizes", None):
         names = list(dict.fromkeys([type(model).__name__, type(base_model_of(model)).__name__]))
         auto_map = {}
         for name in names:
             auto = auto_class_of(name)
             if auto is None or not hasattr(transformers, name):
-                raise TicketError(f"cannot save {name} with removed heads: not a stock transformers class")
+                raise TicketError(f"cannot save {name} with per-layer shapes: not a stock transformers class")
             auto_map[auto] = f"{MODELING_FILE[:-3]}.Shrunk{name}"
         config.auto_map = auto_map
         directory.mkdir(parents=True, exist_ok=True)

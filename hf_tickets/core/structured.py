@@ -24,8 +24,9 @@ sparsity the fraction of heads, ``targets=NEURON_TARGETS`` the fraction of neuro
 keeps at least one head and one neuron (a layer without heads cannot run); asking for more raises.
 
 Pruning is cumulative (``keep``): a fully pruned unit stays pruned and counts towards the total.
-The layerwise strategies prune the same number of units in every layer (give or take one), which
-``shrink`` turns into a uniform, stock-config model.
+The layerwise strategies prune the same number of units in every layer: they prune one unit per layer
+at a time (each layer's lowest), so the count is a multiple of the number of layers, chosen by the
+same nearest rule; ``shrink`` turns that into a uniform model with a stock config.
 """
 
 from __future__ import annotations
@@ -194,21 +195,25 @@ def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: b
             live.sort(key=lambda item: (item[0], item[1]))
             queues[group] = live[:-1][::-1]  # the highest-scoring unit is never a candidate
     while pruned < target:
-        group = _next_group(queues, done, layerwise)
-        if group is None:
+        picks = _next_row(queues, done) if layerwise else _next_group(queues)
+        if not picks:
             break
-        _, _, unit, alive = queues[group][-1]
-        if 2 * (target - pruned) <= alive:
-            # It would overshoot by at least what it gains; so would the rest of its group (same size),
-            # but a smaller kind of unit may still come closer.
-            queues[group] = []
+        gain = sum(queues[group][-1][3] for group in picks)
+        if 2 * (target - pruned) <= gain:  # it would overshoot by at least what it gains
+            if layerwise:
+                break
+            # So would the rest of its group (same size), but a smaller kind of unit may still come closer.
+            queues[picks[0]] = []
             continue
-        queues[group].pop()
-        done[group] += 1
-        for view in unit.views(masks):
-            view.fill_(False)
-        pruned += alive
-    if 2 * (target - pruned) > max((u.size for units in layers for u in units), default=0):
+        for group in picks:
+            _, _, unit, _ = queues[group].pop()
+            done[group] += 1
+            for view in unit.views(masks):
+                view.fill_(False)
+        pruned += gain
+    # The stop rule leaves at most half a step (a unit; layerwise, a unit in every layer); more means no units left.
+    biggest = max(u.size for units in layers for u in units)
+    if 2 * (target - pruned) > (biggest * len(queues) if layerwise else biggest):
         reachable = pruned / sum(w.numel() for w in weights.values())
         raise TicketError(
             f"sparsity {sparsity} is out of reach of structured pruning on these targets: at most {reachable:.4f} "
@@ -218,14 +223,17 @@ def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: b
     return masks
 
 
-def _next_group(queues, done, layerwise: bool):
-    """Global: the lowest score anywhere. Layerwise: the layer with the fewest pruned units, then the lowest score."""
+def _next_group(queues) -> list:
+    """Global: the group holding the lowest score anywhere (ties: the earlier layer)."""
     open_groups = [g for g, q in queues.items() if q]
-    if not open_groups:
-        return None
-    if layerwise:
-        return min(open_groups, key=lambda g: (done[g], queues[g][-1][0], g))
-    return min(open_groups, key=lambda g: (queues[g][-1][0], g))
+    return [min(open_groups, key=lambda g: (queues[g][-1][0], g))] if open_groups else []
+
+
+def _next_row(queues, done) -> list:
+    """Layerwise: one more unit in every layer at the lowest level, so levels stay equal; none if one has no more."""
+    level = min(done.values())
+    row = [g for g in queues if done[g] == level]
+    return row if all(queues[g] for g in row) else []
 
 
 # ---------------------------------------------------------------------------- strategies
