@@ -27,7 +27,7 @@ from transformers import BertConfig, BertModel
 
 from hf_tickets import prune
 from hf_tickets.core.atomic_files import atomic_write_json
-from hf_tickets.core.shrink import shrink
+from hf_tickets.core.shrink import RECORD_KEY, shrink
 
 
 def load_dense(smoke: bool) -> BertModel:
@@ -73,6 +73,7 @@ def run(args) -> dict:
     dense = load_dense(args.smoke)
     models = build_models(dense, args.sparsities)
     parameters = {name: sum(p.numel() for p in m.encoder.parameters()) for name, m in models.items()}
+    removed = {name: getattr(m.config, RECORD_KEY, None) for name, m in models.items()}
     rows = []
     for batch_size in args.batch_sizes:
         for length in args.lengths:
@@ -94,6 +95,8 @@ def run(args) -> dict:
                         "sequences_per_s": batch_size / value,
                         "speedup_vs_dense": seconds["dense"] / value,
                         "encoder_parameters": parameters[name],
+                        "heads_removed": sum(map(len, removed[name]["removed_heads"].values())) if removed[name] else 0,
+                        "neurons_removed": sum(removed[name]["removed_neurons"].values()) if removed[name] else 0,
                     }
                 )
     return {
@@ -105,11 +108,12 @@ def run(args) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"{'model':<22}{'batch':>6}{'seq':>5}{'ms':>10}{'seq/s':>10}{'speed-up':>10}{'enc. params':>13}")
+    print(f"{'model':<22}{'batch':>6}{'seq':>5}{'ms':>10}{'seq/s':>10}{'speed-up':>10}{'enc. params':>13}  removed")
     for row in result["rows"]:
         print(
             f"{row['model']:<22}{row['batch']:>6}{row['seq']:>5}{row['latency_ms']:>10.2f}"
             f"{row['sequences_per_s']:>10.1f}{row['speedup_vs_dense']:>9.2f}x{row['encoder_parameters']:>13,}"
+            f"  {row['heads_removed']} heads, {row['neurons_removed']} neurons"
         )
 
 

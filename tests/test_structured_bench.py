@@ -37,4 +37,5 @@ def test_inference_benchmark_smoke(tmp_path):
     # Masking keeps every parameter; shrinking removes more the sparser the ticket.
     assert params["unstructured@0.6"] == params["dense"]
     assert params["dense"] > params["structured@0.3"] > params["structured@0.6"]
+    assert rows[("structured@0.6", 1, 8)]["neurons_removed"] > 0 and rows[("dense", 1, 8)]["neurons_removed"] == 0
     assert "speed-up" in done.stdout
