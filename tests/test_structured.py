@@ -152,13 +152,24 @@ def test_layerwise_prunes_the_same_number_in_every_layer_global_does_not():
     assert {i for i, _ in pruned_units(overall)[1]} == {1}  # the scaled-down layer pays for all
 
 
-def test_heads_and_neurons_compete_by_mean_magnitude_and_hit_the_count():
+def test_heads_and_neurons_compete_by_relative_magnitude_and_hit_the_count():
     model = tiny_model(BertModel)
     scale(model, head_slices(1, 1), 0.01)
     ticket = prune(model, 0.4, strategy="heads+neurons")
     heads, neurons = assert_whole_units(ticket)
     assert (1, 1) in heads and neurons
     assert abs(ticket.num_pruned - round(0.4 * ticket.num_weights)) <= NEURON_SIZE / 2
+
+
+def test_the_split_between_heads_and_neurons_ignores_the_scale_of_each_kind():
+    model = tiny_model(BertModel)
+    before = prune(model, 0.4, strategy="heads+neurons")
+    with torch.no_grad():  # attention 10x larger, FFN 10x smaller: each kind's ranking is unchanged
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and "LayerNorm" not in name and "encoder" in name:
+                p.mul_(10.0 if ".attention." in name else 0.1)
+    assert prune(model, 0.4, strategy="heads+neurons").equals(before)
+    assert pruned_units(before)[0] and pruned_units(before)[1]
 
 
 def test_every_layer_keeps_a_head_and_too_much_is_a_clear_error():

@@ -9,8 +9,10 @@ A *unit* is a group of weights that only make sense together:
 
 Zeroing a unit's weights removes its contribution exactly (its output columns are zero whatever its
 biases give), so a masked structured ticket computes what the physically smaller model computes
-(``hf_tickets.core.shrink``). A unit's score is the mean magnitude of its weights (L1 / count), so
-units of different sizes compare fairly; ties go to the earlier unit (layer order, then index).
+(``hf_tickets.core.shrink``). A unit's score is the mean magnitude of its weights (L1 / count) divided
+by the mean of that over the live units of its kind in the targets, so heads and neurons compete by how
+weak they are among their peers (not by the scale of attention vs FFN weights); ties go to the earlier
+unit (layer order, then index).
 
 **What ``sparsity`` means.** As for every ticket, sparsity is the fraction of the *target* weights
 that is pruned (measured, in ``Ticket.sparsity``). A structured strategy prunes whole units, so it
@@ -186,14 +188,22 @@ def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: b
     # Candidates per (layer, kind), the lowest score LAST (popped first); each layer keeps one unit of each kind.
     queues: dict[tuple[int, str], list[tuple[float, int, Unit, int]]] = {}
     done: dict[tuple[int, str], int] = {}
+    live: dict[tuple[int, str], list[tuple[float, int, Unit, int]]] = {}
     for position, units in enumerate(layers):
         for kind in dict.fromkeys(u.kind for u in units):
             group = (position, kind)
-            live, done[group] = _candidates([u for u in units if u.kind == kind], weights, keep)
-            if not live:
+            live[group], done[group] = _candidates([u for u in units if u.kind == kind], weights, keep)
+            if not live[group]:
                 raise TicketError(f"{units[0].layer} has no {kind} left: every layer keeps one")
-            live.sort(key=lambda item: (item[0], item[1]))
-            queues[group] = live[:-1][::-1]  # the highest-scoring unit is never a candidate
+    # Heads and neurons compete by how weak they are among their own kind: each score is divided by its
+    # kind's mean, so the split does not follow the scale of attention vs FFN weights.
+    kind_mean = {}
+    for kind in {g[1] for g in live}:
+        scores = [item[0] for g, items in live.items() if g[1] == kind for item in items]
+        kind_mean[kind] = sum(scores) / len(scores) or 1.0
+    for group, items in live.items():
+        items = sorted(((score / kind_mean[group[1]], *rest) for score, *rest in items), key=lambda i: (i[0], i[1]))
+        queues[group] = items[:-1][::-1]  # the highest-scoring unit is never a candidate
     while pruned < target:
         picks = _next_row(queues, done) if layerwise else _next_group(queues)
         if not picks:
