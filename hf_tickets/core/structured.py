@@ -181,14 +181,11 @@ def _candidates(units: list[Unit], weights, keep) -> tuple[list[tuple[float, int
     return live, len(units) - len(live)
 
 
-def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: bool) -> Masks:
-    masks = {n: torch.ones(w.shape, dtype=torch.bool) if keep is None else keep[n].clone() for n, w in weights.items()}
-    target = num_to_prune(weights, sparsity)
-    pruned = sum(int((~m).sum()) for m in masks.values())
-    # Candidates per (layer, kind), the lowest score LAST (popped first); each layer keeps one unit of each kind.
-    queues: dict[tuple[int, str], list[tuple[float, int, Unit, int]]] = {}
-    done: dict[tuple[int, str], int] = {}
-    live: dict[tuple[int, str], list[tuple[float, int, Unit, int]]] = {}
+def _ranked_queues(weights, keep, layers: list[list[Unit]]):
+    """Per (layer position, kind): candidates as (score, index, unit, alive), the lowest score LAST (popped
+    first), and how many units are already pruned. Each layer's highest-scoring unit is never a candidate.
+    """
+    live, done = {}, {}
     for position, units in enumerate(layers):
         for kind in dict.fromkeys(u.kind for u in units):
             group = (position, kind)
@@ -201,9 +198,18 @@ def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: b
     for kind in {g[1] for g in live}:
         scores = [item[0] for g, items in live.items() if g[1] == kind for item in items]
         kind_mean[kind] = sum(scores) / len(scores) or 1.0
+    queues = {}
     for group, items in live.items():
         items = sorted(((score / kind_mean[group[1]], *rest) for score, *rest in items), key=lambda i: (i[0], i[1]))
-        queues[group] = items[:-1][::-1]  # the highest-scoring unit is never a candidate
+        queues[group] = items[:-1][::-1]
+    return queues, done
+
+
+def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: bool) -> Masks:
+    masks = {n: torch.ones(w.shape, dtype=torch.bool) if keep is None else keep[n].clone() for n, w in weights.items()}
+    target = num_to_prune(weights, sparsity)
+    pruned = sum(int((~m).sum()) for m in masks.values())
+    queues, done = _ranked_queues(weights, keep, layers)
     while pruned < target:
         picks = _next_row(queues, done) if layerwise else _next_group(queues)
         if not picks:
