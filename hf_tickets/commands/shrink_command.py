@@ -41,17 +41,19 @@ def register_cli(subparsers) -> None:
     parser.set_defaults(func=_run_cli)
 
 
-def load_model_and_ticket(source: str, model_path: str | None = None, revision: str | None = None):
-    """(model, ticket, folder with the model's tokenizer) for a sparse checkpoint folder or a ticket."""
+def load_model_and_ticket(source: str, scratch: Path, model_path: str | None = None, revision: str | None = None):
+    """(model, ticket, folder with the model's tokenizer) for a sparse checkpoint folder or a ticket.
+
+    A compact checkpoint is expanded into ``scratch`` first (``from_pretrained`` reads only the dense form).
+    """
     folder = Path(source)
     if (folder / "config.json").is_file():
         if not (folder / MASKS_FILE).is_file():
             raise TicketError(f"{folder} holds a model but no ticket ({MASKS_FILE}): shrink needs the ticket")
         ticket = Ticket.from_pretrained(folder)
         if any(p.name.endswith(COMPACT_SUFFIX) for p in folder.glob("*.safetensors")):
-            dense = Path(tempfile.mkdtemp(prefix="hf_tickets_shrink_"))
-            convert(folder, dense, "dense")
-            return _load_model(dense), ticket, folder
+            convert(folder, scratch, "dense")
+            return _load_model(scratch), ticket, folder
         return _load_model(folder), ticket, folder
     ticket = Ticket.from_pretrained(source, revision=revision)
     base = model_path or ticket.config.base_model
@@ -68,14 +70,15 @@ def _load_model(path):
 
 
 def _run_cli(args) -> int:
-    model, ticket, tokenizer_dir = load_model_and_ticket(args.source, args.model, args.revision)
-    tokenizer = None
-    if (tokenizer_dir / "tokenizer_config.json").is_file():
-        tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
-    else:
-        logger.warning("no tokenizer beside %s: %s gets none", tokenizer_dir, args.output_dir)
-    shrink(model, ticket, stock_config=args.stock_config)
-    out = save_shrunk(model, args.output_dir, tokenizer)
+    with tempfile.TemporaryDirectory(prefix="hf_tickets_shrink_") as scratch:
+        model, ticket, tokenizer_dir = load_model_and_ticket(args.source, Path(scratch), args.model, args.revision)
+        tokenizer = None
+        if (tokenizer_dir / "tokenizer_config.json").is_file():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+        else:
+            logger.warning("no tokenizer beside %s: %s gets none", tokenizer_dir, args.output_dir)
+        shrink(model, ticket, stock_config=args.stock_config)
+        out = save_shrunk(model, args.output_dir, tokenizer)
     record = getattr(model.config, RECORD_KEY)
     print(json.dumps(record, indent=2))
     auto = auto_class_of(type(model).__name__) or "AutoModel"
