@@ -272,3 +272,40 @@ def test_imp_with_a_structured_strategy_resumes_with_identical_masks(tmp_path):
         assert a.config.strategy == "heads+neurons"
         assert_whole_units(a)
     assert whole.round_ticket(2).num_pruned > whole.round_ticket(1).num_pruned > 0
+
+
+# ------------------------------------------------------------- Trainer + shrink
+class TokenFiveDicts(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        self.ids, self.labels = token_five(n, 0).tensors
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+
+def test_a_structured_ticket_trains_with_the_stock_trainer_and_shrinks_to_the_same_logits(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from hf_tickets import TicketCallback
+    from hf_tickets.core.shrink import shrink
+
+    model = tiny_model(BertForSequenceClassification).train()
+    ticket = prune(model, 0.3, strategy="heads+neurons")
+    before = {n: p.detach().clone() for n, p in ticket.parameters_of(model).items()}
+    args = TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=4, learning_rate=1e-2, weight_decay=0.1,
+        per_device_train_batch_size=8, save_strategy="no", disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    Trainer(model=model, args=args, train_dataset=TokenFiveDicts(32), callbacks=[TicketCallback(ticket)]).train()
+    params = ticket.parameters_of(model)
+    assert all(not params[n].detach()[~m].any() for n, m in ticket.masks.items())  # whole units stay zero
+    assert all(not torch.equal(params[n].detach()[m], before[n][m]) for n, m in ticket.masks.items())  # trained
+    ids = token_five(4, 1).tensors[0]
+    with torch.no_grad():
+        expected = model.eval()(input_ids=ids).logits
+        shrink(model, ticket)
+        torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-6)
+    assert model.config.hf_tickets_shrink["parameters_after"] < model.config.hf_tickets_shrink["parameters_before"]
