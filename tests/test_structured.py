@@ -309,3 +309,14 @@ def test_a_structured_ticket_trains_with_the_stock_trainer_and_shrinks_to_the_sa
         shrink(model, ticket)
         torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-6)
     assert model.config.hf_tickets_shrink["parameters_after"] < model.config.hf_tickets_shrink["parameters_before"]
+
+
+def test_a_round_below_a_rounded_up_ticket_prunes_nothing_more():
+    # 4 heads of 25%: 0.2 rounds up to one head (0.25); a next round at 0.22 is below what is pruned.
+    model = tiny_model(BertModel)
+    first = prune(model, 0.2, strategy="heads", targets=HEAD_TARGETS)
+    assert first.sparsity == 0.25
+    assert prune(model, 0.22, strategy="heads", ticket=first).equals(first)
+    assert prune(model, 0.4, strategy="heads", ticket=first).sparsity == 0.5
+    with pytest.raises(TicketError, match="below the ticket's 0.2500"):
+        prune(model, 0.05, strategy="heads", ticket=first)  # more than half a head below: a real mistake

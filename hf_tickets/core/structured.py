@@ -210,6 +210,12 @@ def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: b
     target = num_to_prune(weights, sparsity)
     pruned = sum(int((~m).sum()) for m in masks.values())
     queues, done = _ranked_queues(weights, keep, layers)
+    biggest = max(u.size for units in layers for u in units)
+    if 2 * (pruned - target) > biggest:  # within half a unit is the rounding of an earlier round: prune nothing
+        raise TicketError(
+            f"sparsity {sparsity} is below the ticket's {pruned / sum(w.numel() for w in weights.values()):.4f}: "
+            "pruning only adds to a ticket"
+        )
     while pruned < target:
         picks = _next_row(queues, done) if layerwise else _next_group(queues)
         if not picks:
@@ -228,7 +234,6 @@ def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: b
                 view.fill_(False)
         pruned += gain
     # The stop rule leaves at most half a step (a unit; layerwise, a unit in every layer); more means no units left.
-    biggest = max(u.size for units in layers for u in units)
     if 2 * (target - pruned) > (biggest * len(queues) if layerwise else biggest):
         reachable = pruned / sum(w.numel() for w in weights.values())
         raise TicketError(
@@ -258,6 +263,7 @@ def _structured(kinds: tuple[str, ...], layerwise: bool):
         return _prune_units(weights, keep, sparsity, units_of(weights, kinds, num_heads), layerwise)
 
     strategy.needs_num_heads = "head" in kinds  # prune() then passes model.config.num_attention_heads
+    strategy.whole_units = True  # prune() lets it judge a sparsity a little below the ticket's (rounding)
     return strategy
 
 
