@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hf_tickets.commands import compare, demo, hub_commands, transfer
+from hf_tickets.commands import compare, demo, hub_commands, shrink_command, transfer
 from hf_tickets.core.errors import TicketError
 
-COMMAND_MODULES = (hub_commands, compare, demo, transfer)
+COMMAND_MODULES = (hub_commands, shrink_command, compare, demo, transfer)
 PROG = "hf-tickets"
 DEBUG_FLAG = "--debug"
 

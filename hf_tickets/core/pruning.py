@@ -11,6 +11,7 @@ from hf_tickets.core.errors import TicketError
 from hf_tickets.core.provenance import base_model_origin
 from hf_tickets.core.shards import full_weight
 from hf_tickets.core.strategies import check_strategy_options, get_strategy, num_to_prune
+from hf_tickets.core.structured import num_heads_of
 from hf_tickets.core.targets import TargetSpec, base_model_of, resolve_targets, unwrap_model
 from hf_tickets.core.ticket import Ticket, TicketConfig
 
@@ -42,11 +43,14 @@ def prune(
     """
     sparsity = check_sparsity(sparsity)
     strategy_fn = get_strategy(strategy)
+    if getattr(strategy_fn, "needs_num_heads", False) and "num_heads" not in strategy_options:
+        strategy_options["num_heads"] = num_heads_of(model)  # head strategies (core.structured) split by head
     check_strategy_options(strategy, strategy_options)
     if ticket is not None:
         weights = {name: full_weight(p) for name, p in ticket.parameters_of(model).items()}
         keep = ticket.masks
-        if num_to_prune(weights, sparsity) < ticket.num_pruned:
+        # Whole-unit strategies round to units, so a ticket may lie above the sparsity of the next round; they check.
+        if num_to_prune(weights, sparsity) < ticket.num_pruned and not getattr(strategy_fn, "whole_units", False):
             raise TicketError(
                 f"sparsity {sparsity} is below the ticket's {ticket.sparsity:.4f}: pruning only adds to a ticket"
             )
