@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     import transformers
     from transformers import TrainingArguments
 
-    from hf_tickets.experiments.arguments import ModelArguments
+    from hf_tickets.experiments.arguments import DataArguments, ModelArguments
     from hf_tickets.experiments.experiment import load_tokenizer, run_imp_search
     from hf_tickets.tasks.prepared import prepare_movie_reviews
     from hf_tickets.training.imp_config import IMPConfig
@@ -61,7 +60,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     output_dir = Path(args.output_dir)
     model_args = ModelArguments(model_name_or_path=minilm_path())
     tokenizer = load_tokenizer(model_args)
-    data_args = SimpleNamespace(
+    data_args = DataArguments(
         max_train_samples=args.train_samples,
         max_eval_samples=args.eval_samples,
         max_seq_length=args.max_seq_length,

@@ -12,7 +12,6 @@ import json
 import logging
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 from hf_tickets.core.atomic_files import atomic_write_json, atomic_write_text
 from hf_tickets.training.results import greater_is_better, resolve_tolerance, within_band
@@ -108,6 +107,7 @@ def run_transfer(
     tolerance: float | None = None,
 ) -> list[dict]:
     """Fine-tune θ0 dense and under each ticket on each task; write ``transfer.json`` / ``transfer.md``."""
+    from hf_tickets.experiments.arguments import GlueDataArguments
     from hf_tickets.experiments.experiment import fine_tune, load_theta0, load_tokenizer, round_training_args, transfer
     from hf_tickets.tasks.prepared import prepare_glue
 
@@ -116,12 +116,10 @@ def run_transfer(
     results: dict[tuple[str, str], dict] = {}
     for task_name in tasks:
         train, dev = glue_files(glue_dir, task_name)
-        data_args = SimpleNamespace(
+        data_args = GlueDataArguments(
             task_name=task_name,
             train_file=str(train),
             validation_file=str(dev),
-            dataset_name=None,
-            dataset_config_name=None,
             max_seq_length=max_seq_length,
             pad_to_max_length=False,
             max_train_samples=max_train_samples,

@@ -74,7 +74,9 @@ class MLMModelArguments(ModelArguments):
 
 
 @dataclass
-class _CommonDataArguments:
+class DataArguments:
+    """The data flags every stock script shares (also what the demo and ``hf-tickets transfer`` set)."""
+
     dataset_name: str | None = field(default=None, metadata={"help": "Dataset name on the Hub."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     train_file: str | None = field(default=None, metadata={"help": "Local training file."})
@@ -92,7 +94,7 @@ class _CommonDataArguments:
 
 
 @dataclass
-class GlueDataArguments(_CommonDataArguments):
+class GlueDataArguments(DataArguments):
     task_name: str | None = field(
         default=None, metadata={"help": "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."}
     )
@@ -110,7 +112,7 @@ class GlueDataArguments(_CommonDataArguments):
 
 
 @dataclass
-class QADataArguments(_CommonDataArguments):
+class QADataArguments(DataArguments):
     test_file: str | None = field(default=None, metadata={"help": "Local test file (--do_predict)."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the prediction set."})
     doc_stride: int = field(default=128, metadata={"help": "Overlap between windows of a long context."})
@@ -146,7 +148,7 @@ class QADataArguments(_CommonDataArguments):
 
 
 @dataclass
-class MLMDataArguments(_CommonDataArguments):
+class MLMDataArguments(DataArguments):
     validation_split_percentage: int = field(
         default=5, metadata={"help": "Share of train used for validation without a validation file."}
     )
