@@ -24,7 +24,7 @@ from hf_tickets.hub.hub_api import CARD_FILE, PLOT_FILE
 from hf_tickets.hub.sparse_checkpoint import save_sparse_checkpoint
 from hf_tickets.hub.upload import push_folder
 from hf_tickets.tasks.prepared import PreparedTask
-from hf_tickets.training.imp import STATE_FILE
+from hf_tickets.training.imp.run_state import STATE_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from hf_tickets.experiments.outputs import (
     write_ticket_outputs,
 )
 from hf_tickets.tasks.prepared import PreparedTask
-from hf_tickets.training.imp import CHECKPOINT_DIR, IMPManager
+from hf_tickets.training.imp import IMPManager
+from hf_tickets.training.imp.run_state import CHECKPOINT_DIR
 from hf_tickets.training.imp_config import IMPConfig
 
 logger = logging.getLogger(__name__)
