@@ -88,6 +88,13 @@ class MLMDataArguments(_CommonDataArguments):
     line_by_line: bool = field(
         default=False, metadata={"help": "Not supported: texts are grouped into blocks, as in the paper."}
     )
+    calibrate_head_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Before an IMP search, train the MLM head alone (encoder frozen) for up to N steps, stopping "
+            "at a plateau of masked-token accuracy. Default: only when the checkpoint has no MLM head; 0: never."
+        },
+    )
 
     def __post_init__(self):
         if self.line_by_line:

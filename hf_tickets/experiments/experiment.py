@@ -24,7 +24,13 @@ from hf_tickets.core.ticket import Ticket
 from hf_tickets.experiments.arguments import ModelArguments, TicketArguments
 from hf_tickets.tasks.prepared import PreparedTask
 from hf_tickets.training.callback import TicketCallback
-from hf_tickets.training.imp import IMPConfig, IMPManager
+from hf_tickets.training.head_calibration import (
+    CALIBRATION_FILE,
+    HeadCalibration,
+    calibrate_mlm_head,
+    resolve_calibration_steps,
+)
+from hf_tickets.training.imp import STATE_FILE, IMPConfig, IMPManager
 from hf_tickets.training.launch import distributed_info, warn_if_single_process_requested
 from hf_tickets.training.trainer_loss import use_true_loss
 
@@ -171,8 +177,17 @@ def transfer(model_args, task: PreparedTask, training_args, ticket: Ticket, toke
     return record
 
 
-def run_recipe(model_args, task: PreparedTask, training_args, ticket_args: TicketArguments, tokenizer=None):
-    """What a recipe does once its task is prepared: transfer, an IMP search, or a dense fine-tune."""
+def run_recipe(
+    model_args,
+    task: PreparedTask,
+    training_args,
+    ticket_args: TicketArguments,
+    tokenizer=None,
+    calibrate_head_steps: int | None = None,
+):
+    """What a recipe does once its task is prepared: transfer, an IMP search, or a dense fine-tune.
+
+    ``calibrate_head_steps`` (MLM searches): see ``calibrate_theta0_head``."""
     warn_if_single_process_requested()
     if ticket_args.ticket:
         ticket = Ticket.from_pretrained(
@@ -180,7 +195,9 @@ def run_recipe(model_args, task: PreparedTask, training_args, ticket_args: Ticke
         )
         return transfer(model_args, task, training_args, ticket, tokenizer, source=ticket_args.ticket)
     if ticket_args.imp_rounds != 0:
-        return run_imp_search(model_args, task, training_args, ticket_args, tokenizer)
+        return run_imp_search(
+            model_args, task, training_args, ticket_args, tokenizer, calibrate_head_steps=calibrate_head_steps
+        )
     model = load_theta0(model_args, task, seed=training_args.seed)
     metrics = fine_tune(model, task, training_args, tokenizer=tokenizer)
     if is_main_process():
@@ -195,8 +212,48 @@ def imp_config(ticket_args, task: PreparedTask) -> IMPConfig:
     return IMPConfig(**values)
 
 
+def calibrate_theta0_head(
+    model, model_args, task: PreparedTask, training_args, requested_steps: int | None, tokenizer=None
+) -> HeadCalibration | None:
+    """MLM searches: calibrate a head the checkpoint lacks before θ0 is taken (``head_calibration``).
+
+    ``requested_steps`` None = automatic (only if the checkpoint has no MLM head), 0 = never. A resumed
+    search takes θ0 from its own files, so it keeps the record written when it started.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = task.data_collator
+    if not isinstance(collator, DataCollatorForLanguageModeling):
+        return None
+    record = Path(training_args.output_dir) / CALIBRATION_FILE
+    if (Path(training_args.output_dir) / STATE_FILE).is_file():
+        return HeadCalibration.load(record) if record.is_file() else None
+    steps = resolve_calibration_steps(requested_steps, model_args.model_name_or_path)
+    if not steps:
+        return None
+    calibration = calibrate_mlm_head(
+        model,
+        task.train_dataset,
+        task.eval_datasets.get("eval"),
+        tokenizer or collator.tokenizer,
+        training_args,
+        steps,
+        mlm_probability=collator.mlm_probability,
+        seed=training_args.seed,
+    )
+    if is_main_process():
+        calibration.save(record)
+    return calibration
+
+
 def run_imp_search(
-    model_args, task: PreparedTask, training_args, ticket_args, tokenizer=None, dense_round_steps: int | None = None
+    model_args,
+    task: PreparedTask,
+    training_args,
+    ticket_args,
+    tokenizer=None,
+    dense_round_steps: int | None = None,
+    calibrate_head_steps: int | None = None,
 ) -> dict:
     """IMP (or a baseline) with one fresh Trainer per round; exports the found ticket with its card.
 
@@ -206,7 +263,8 @@ def run_imp_search(
     """
     config = imp_config(ticket_args, task)
     model = load_theta0(model_args, task, seed=training_args.seed)
-    manager = IMPManager(model, config, output_dir=training_args.output_dir)
+    calibration = calibrate_theta0_head(model, model_args, task, training_args, calibrate_head_steps, tokenizer)
+    manager = IMPManager(model, config, output_dir=training_args.output_dir)  # θ0 = what the model holds now
 
     def build(model, rnd):
         cut = {"max_steps": dense_round_steps} if rnd.index == 0 and dense_round_steps else {}
@@ -216,11 +274,14 @@ def run_imp_search(
 
     results = manager.run_with_trainer(build, evaluate=task.evaluate if training_args.do_eval else None)
     if is_main_process() and results["rounds"] and not dense_round_steps:
-        export_found_ticket(manager, task, model_args.model_name_or_path)
+        extra = {"head_calibration": calibration.to_provenance()} if calibration else None
+        export_found_ticket(manager, task, model_args.model_name_or_path, extra_provenance=extra)
     return results
 
 
-def export_found_ticket(manager: IMPManager, task: PreparedTask, base_model: str) -> Path:
+def export_found_ticket(
+    manager: IMPManager, task: PreparedTask, base_model: str, extra_provenance: dict | None = None
+) -> Path:
     """``output_dir/ticket``: the matching ticket (else the sparsest trained), its card and plot."""
     from hf_tickets.hub.cards import plot_results, ticket_card
 
@@ -230,6 +291,7 @@ def export_found_ticket(manager: IMPManager, task: PreparedTask, base_model: str
     ticket = manager.round_ticket(index)
     ticket.config.base_model = ticket.config.base_model or base_model
     ticket.config.provenance.update(task=task.name, datasets=task.datasets, matching=chosen is not None)
+    ticket.config.provenance.update(extra_provenance or {})
     out = Path(manager.output_dir) / "ticket"
     ticket.save_pretrained(out)
     plot = plot_results(ticket, results["rounds"], out / "sparsity_vs_score.png")
