@@ -33,6 +33,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reproduce_report, when run as a script
 
 from claims_report import ClaimSettings, write_claims_report  # noqa: E402
+from mlm_ticket_artefact import write_mlm_ticket_artefact  # noqa: E402
 from reproduce_claims import CLAIMS, ClaimRuns, claim_budget  # noqa: E402
 from reproduce_report import (  # noqa: E402
     LABELS_FILE,
@@ -433,6 +434,7 @@ class Reproduction:
         summary = write_report(self.results_dir, self.settings)
         if self.claims is not None:
             write_claims_report(self.results_dir, self.settings, self.claims, RESUME_COMMAND)
+            write_mlm_ticket_artefact(self.results_dir, self.settings, self.claims)
             progress = self.results_dir / "progress.md"
             progress.write_text(progress.read_text() + "\n" + self.claim_runs.progress_markdown(RESUME_COMMAND))
         return summary
@@ -532,6 +534,7 @@ def report_only(settings: Settings, results_dir: Path, claims: ClaimSettings | N
     summary = write_report(results_dir, settings)
     if claims is not None:
         write_claims_report(results_dir, settings, claims, RESUME_COMMAND)
+        write_mlm_ticket_artefact(results_dir, settings, claims)
         progress = results_dir / "progress.md"
         plan = ClaimRuns(SimpleNamespace(runs_dir=results_dir / "runs", settings=settings), claims)
         progress.write_text(progress.read_text() + "\n" + plan.progress_markdown(RESUME_COMMAND))
