@@ -234,6 +234,11 @@ def _title(t: str) -> str:
     return VARIANT_TITLES.get(t) or TASK_TITLES.get(t, t)
 
 
+def _missing(evidence: list[str]) -> str:
+    """No verdict: runs that exist were all on untestable tasks, or the runs are still to come."""
+    return "not testable here" if evidence else "not testable here (yet: runs pending)"
+
+
 def _claim(name: str, verdict: str, evidence: list[str]) -> dict:
     return {"claim": name, "verdict": verdict, "evidence": evidence}
 
@@ -292,7 +297,7 @@ def _claim_reinit(runs_dir: Path, claims: ClaimSettings, tasks: dict[str, TaskSu
             f"{_title(t)}: IMP above random re-init at {w} of {len(pairs)} sparsities (mean gap {gap:+.3f})"
         )
     if not total:
-        return _claim("IMP beats random re-initialisation", "not testable here (yet: runs pending)", evidence)
+        return _claim("IMP beats random re-initialisation", _missing(evidence), evidence)
     verdict = "reproduced" if wins > 0.75 * total else "not reproduced"
     return _claim("IMP beats random re-initialisation", verdict, evidence)
 
@@ -326,7 +331,7 @@ def _claim_rewind(runs_dir: Path, claims: ClaimSettings, tasks: dict[str, TaskSu
             + f"; highest matching sparsity θ_i {pct(ti_match)}, θ0 {pct(s.imp_matching.get('sparsity'))}"
         )
     if not judged:
-        return _claim("Rewinding to θ_i does not help (vs θ0)", "not testable here (yet: runs pending)", evidence)
+        return _claim("Rewinding to θ_i does not help (vs θ0)", _missing(evidence), evidence)
     verdict = "reproduced" if helps == 0 else "not reproduced"
     return _claim("Rewinding to θ_i does not help (vs θ0)", verdict, evidence)
 
