@@ -404,6 +404,17 @@ def head_calibration_text(runs_dir: Path) -> str:
     return text
 
 
+def mlm_protocols_markdown(runs_dir: Path) -> str:
+    """Masked-token accuracy of the MLM search per sparsity: fresh head (first part) vs calibrated head."""
+    fresh, calibrated = search_rows(runs_dir / MLM / "imp"), search_rows(runs_dir / MLM / CALIBRATED)
+    sparsities = sorted({round(r["sparsity"], 6) for r in fresh + calibrated})
+    lines = ["| sparsity | fresh head (first part) | calibrated head |", "|---:|---:|---:|"]
+    for sp in sparsities:
+        cells = [fmt((row_at(rows, sp) or {}).get("eval_accuracy")) for rows in (fresh, calibrated)]
+        lines.append(f"| {pct(sp)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def write_claims_report(results_dir: Path, settings, claims: ClaimSettings, resume_command: str = "") -> dict:
     runs_dir = results_dir / "runs"
     summaries = summarise(runs_dir, settings)
@@ -414,7 +425,9 @@ def write_claims_report(results_dir: Path, settings, claims: ClaimSettings, resu
         f"{table3_markdown(entries, claims)}\n\n"
         "Verdict: within one std of the target's full-model mean (the paper's band) = transfers; a target whose "
         "full model is within one std of chance or the majority label cannot support the claim.\n\n"
-        f"{head_calibration_text(runs_dir)}\n"
+        f"{head_calibration_text(runs_dir)}\n\n"
+        "## The MLM search: masked-token accuracy (WikiText-2), fresh head vs calibrated head\n\n"
+        f"{mlm_protocols_markdown(runs_dir)}\n"
     )
     lines = [f"# The paper's claims ({settings.name})\n"]
     for c in statements:

@@ -481,6 +481,8 @@ def test_claims_and_table3_from_synthetic_runs(tmp_path):
         "not testable (full model within one std of chance)",
     ]
     assert "masked-token accuracy by step: 0: 0.000, 30: 0.070" in table
+    # The MLM search under both protocols, sparsity by sparsity (the fresh head's first-part run went to 90%).
+    assert row(table, "70%") == ["0.300", "0.450"] and row(table, "90%") == ["0.100", "—"]
 
     statements = result["claims"]
     reinit = claim(statements, "IMP beats random re-initialisation")
