@@ -234,6 +234,12 @@ def calibrate_mlm_head(
         eval_dataset, tokenizer, mlm_probability, seed, training_args.per_device_eval_batch_size
     )
     curve = _CurveCallback(batches, eval_every, min_delta, patience, min_steps=round(MIN_SHARE * max_steps))
+    logger.info(
+        "Calibrating the MLM head (%d tensors, encoder frozen) for up to %d steps at learning rate %g",
+        len(head),
+        max_steps,
+        learning_rate,
+    )
     frozen = {name: p.requires_grad for name, p in model.named_parameters()}
     for name, p in model.named_parameters():
         p.requires_grad_(name in head)
