@@ -143,3 +143,26 @@ def test_the_mlm_ticket_artefact_downloads_by_repo_id_and_fine_tunes_a_fresh_cla
     downloaded = Ticket.from_pretrained(repo, cache_dir=tmp_path / "check")
     assert downloaded.equals(local)
     assert all(torch.equal(downloaded.masks[n], local.masks[n]) for n in local.masks)
+
+
+def test_the_artefact_is_built_from_the_reproduction_runs_once_the_ticket_exists(tmp_path):
+    import test_reproduce as synthetic  # the second part's synthetic run folders
+    from tiny import tiny_model
+    from transformers import BertForMaskedLM
+
+    runs = synthetic.build_runs(tmp_path)
+    assert mlm_ticket_artefact.write_mlm_ticket_artefact(tmp_path, synthetic.SETTINGS, synthetic.CLAIMS) is None
+    synthetic.build_claim_runs(runs)
+    ticket = hf_tickets.prune(tiny_model(BertForMaskedLM), 0.7)
+    ticket.save_pretrained(runs / "mlm" / "imp_calibrated" / "round_03" / "ticket")  # the 70% round
+
+    out = mlm_ticket_artefact.write_mlm_ticket_artefact(tmp_path, synthetic.SETTINGS, synthetic.CLAIMS)
+    assert out == tmp_path / mlm_ticket_artefact.ARTEFACT_DIR and LAYOUT <= {p.name for p in out.iterdir()}
+    saved = Ticket.from_pretrained(out)
+    assert saved.equals(ticket) and saved.config.base_model == mlm_ticket_artefact.BASE_MODEL
+    assert saved.config.provenance["head_calibration"]["final_masked_token_accuracy"] == 0.07
+    assert saved.config.provenance["transfer"] == synthetic.CALIBRATED_TRANSFERS
+    table = json.loads((out / mlm_ticket_artefact.TRANSFER_RECORD).read_text())
+    assert {e["target"]: e["verdict"] for e in table}["cola"] == "transfers (matching)"
+    card = (out / "README.md").read_text()
+    assert "sparsity_vs_score.png" in card and "cola_large" in card
