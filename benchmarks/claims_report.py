@@ -381,6 +381,9 @@ def _claim_transfer(runs_dir, settings, claims, summaries, ok) -> dict:
     mlm_universal = len(good) > len(judged) / 2
     task_mostly_not = task_good <= len(task_t) / 2
     verdict = "reproduced" if mlm_universal and task_mostly_not else "not reproduced"
+    pending = [e["title"] for e in entries if e["verdict"] == "pending"]
+    if pending:
+        verdict += f" so far ({len(pending)} targets pending: {', '.join(pending)})"
     return _claim("MLM tickets transfer; task tickets mostly do not", verdict, evidence)
 
 

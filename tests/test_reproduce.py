@@ -494,6 +494,9 @@ def test_claims_and_table3_from_synthetic_runs(tmp_path):
     transfer = claim(statements, "MLM tickets transfer")
     assert "matching on 1 of 2 testable targets (CoLA)" in transfer["evidence"][0]
     assert transfer["verdict"] == "not reproduced"  # 1 of 2 is not "most"
+    (runs / "transfer" / claims_report.table3_transfer_dir("cola_large", 0.7) / "transfer_results.json").unlink()
+    transfer = claim(claims_report.claims_statements(runs, SETTINGS, CLAIMS), "MLM tickets transfer")
+    assert transfer["verdict"] == "not reproduced so far (1 targets pending: CoLA (3,000 ex.))"
     matching = claim(statements, "IMP finds matching")
     assert any("CoLA (3,000 ex.): not testable" in e for e in matching["evidence"])
     claims_md = (tmp_path / "claims.md").read_text()
