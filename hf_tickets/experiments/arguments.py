@@ -163,6 +163,13 @@ class MLMDataArguments(DataArguments):
     streaming: bool = field(
         default=False, metadata={"help": "Not supported: an IMP search re-reads the data every round."}
     )
+    calibrate_head_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Before an IMP search, train the MLM head alone (encoder frozen) for up to N steps, stopping "
+            "at a plateau of masked-token accuracy. Default: only when the checkpoint has no MLM head; 0: never."
+        },
+    )
 
     def __post_init__(self):
         if self.streaming:

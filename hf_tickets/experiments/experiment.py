@@ -156,9 +156,17 @@ def _fine_tune_run(model, task: PreparedTask, training_args, tokenizer, ticket: 
 
 
 def run_recipe(
-    model_args, task: PreparedTask, training_args, search_args: IMPConfig, ticket_args: TicketArguments, tokenizer=None
+    model_args,
+    task: PreparedTask,
+    training_args,
+    search_args: IMPConfig,
+    ticket_args: TicketArguments,
+    tokenizer=None,
+    calibrate_head_steps: int | None = None,
 ):
-    """What a recipe does once its task is prepared: transfer, a ticket search, or a dense fine-tune."""
+    """What a recipe does once its task is prepared: transfer, a ticket search, or a dense fine-tune.
+
+    ``calibrate_head_steps`` (MLM searches): see ``search.calibrate_theta0_head``."""
     warn_if_single_process_requested()
     check_hub_arguments(training_args)
     if training_args.do_predict and task.predict_fn is None:
@@ -175,7 +183,9 @@ def run_recipe(
         return transfer(model_args, task, training_args, ticket, tokenizer, ticket_args.ticket, stock_outputs=True)
     if search_args.imp_rounds != 0:
         resumable_checkpoint(training_args, searching=True)
-        return run_imp_search(model_args, task, training_args, search_args, tokenizer)
+        return run_imp_search(
+            model_args, task, training_args, search_args, tokenizer, calibrate_head_steps=calibrate_head_steps
+        )
     logger.info("Plan: one dense fine-tune (--imp_rounds 0), no pruning.")
     model = load_theta0(model_args, task, seed=training_args.seed)
     metrics, trainer = _fine_tune_run(model, task, training_args, tokenizer)

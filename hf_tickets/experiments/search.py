@@ -27,8 +27,14 @@ from hf_tickets.experiments.outputs import (
     write_ticket_outputs,
 )
 from hf_tickets.tasks.prepared import PreparedTask
+from hf_tickets.training.head_calibration import (
+    CALIBRATION_FILE,
+    HeadCalibration,
+    calibrate_mlm_head,
+    resolve_calibration_steps,
+)
 from hf_tickets.training.imp import IMPManager
-from hf_tickets.training.imp.run_state import CHECKPOINT_DIR
+from hf_tickets.training.imp.run_state import CHECKPOINT_DIR, STATE_FILE
 from hf_tickets.training.imp_config import IMPConfig
 
 logger = logging.getLogger(__name__)
@@ -70,6 +76,7 @@ def run_imp_search(
     dense_round_steps: int | None = None,
     *,
     keep_round_models: bool = True,
+    calibrate_head_steps: int | None = None,
 ) -> dict:
     """IMP (or a baseline) with one fresh Trainer per round; returns the manager's results.
 
@@ -81,19 +88,62 @@ def run_imp_search(
     one of them); older rounds' weights are deleted once they can no longer be exported. At the end
     ``output_dir`` holds the exported round's model, ticket, card and the stock results files
     (``export_search``), pushed once with ``--push_to_hub``.
+    ``calibrate_head_steps`` (MLM searches): see :func:`calibrate_theta0_head`.
     """
-    manager = manager_for_search(model_args, task, training_args, ticket_args)
+    manager = manager_for_search(model_args, task, training_args, ticket_args, calibrate_head_steps, tokenizer)
     results = search_with_manager(manager, task, training_args, tokenizer, dense_round_steps, keep_round_models)
     if results["rounds"] and keep_round_models and not dense_round_steps:
         results["exported"] = export_search(manager, task, training_args, tokenizer)
     return results
 
 
-def manager_for_search(model_args, task: PreparedTask, training_args, config: IMPConfig) -> IMPManager:
+def manager_for_search(
+    model_args,
+    task: PreparedTask,
+    training_args,
+    config: IMPConfig,
+    calibrate_head_steps: int | None = None,
+    tokenizer=None,
+) -> IMPManager:
     config = imp_config(config, task)
     logger.info(describe_plan(config, training_args))
     model = load_theta0(model_args, task, seed=training_args.seed)
-    return IMPManager(model, config, output_dir=training_args.output_dir)
+    calibrate_theta0_head(model, model_args, task, training_args, calibrate_head_steps, tokenizer)
+    return IMPManager(model, config, output_dir=training_args.output_dir)  # θ0 = what the model holds now
+
+
+def calibrate_theta0_head(
+    model, model_args, task: PreparedTask, training_args, requested_steps: int | None, tokenizer=None
+) -> HeadCalibration | None:
+    """MLM searches: calibrate a head the checkpoint lacks before θ0 is taken (``training.head_calibration``).
+
+    ``requested_steps`` None = automatic (only if the checkpoint has no MLM head), 0 = never. A resumed
+    search takes θ0 from its own files, so it keeps the record (``head_calibration.json``) written when it started.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = task.data_collator
+    if not isinstance(collator, DataCollatorForLanguageModeling):
+        return None
+    record = Path(training_args.output_dir) / CALIBRATION_FILE
+    if (Path(training_args.output_dir) / STATE_FILE).is_file():
+        return HeadCalibration.load(record) if record.is_file() else None
+    steps = resolve_calibration_steps(requested_steps, model_args.model_name_or_path)
+    if not steps:
+        return None
+    calibration = calibrate_mlm_head(
+        model,
+        task.train_dataset,
+        task.eval_datasets.get("eval"),
+        tokenizer or collator.tokenizer,
+        training_args,
+        steps,
+        mlm_probability=collator.mlm_probability,
+        seed=training_args.seed,
+    )
+    if is_main_process():
+        calibration.save(record)
+    return calibration
 
 
 def search_with_manager(
@@ -170,8 +220,10 @@ def export_search(manager: IMPManager, task: PreparedTask, training_args, tokeni
         main_metric=task.main_metric,
         **(task.hub_dataset or {}),
     )
-    model = task.model_class.from_pretrained(source)
     out = Path(training_args.output_dir)
+    if (out / CALIBRATION_FILE).is_file():  # θ0's MLM head was calibrated: part of how the ticket was found
+        ticket.config.provenance["head_calibration"] = HeadCalibration.load(out / CALIBRATION_FILE).to_provenance()
+    model = task.model_class.from_pretrained(source)
     if is_main_process():
         write_ticket_outputs(model, ticket, out, tokenizer, results=results["rounds"], main_metric=task.main_metric)
         if (source / TRAINER_STATE_FILE).is_file():
