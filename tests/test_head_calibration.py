@@ -149,7 +149,7 @@ def test_mlm_recipe_calibrates_a_missing_head_into_theta0_and_the_ticket(headles
     )  # fmt: skip
     record = json.loads((out / "head_calibration.json").read_text())
     assert 0 < record["steps"] <= 12 and record["curve"][0]["step"] == 0
-    ticket = Ticket.from_pretrained(out / "ticket")
+    ticket = Ticket.from_pretrained(out)
     provenance = ticket.config.provenance["head_calibration"]
     assert provenance["steps"] == record["steps"]
     assert provenance["final_masked_token_accuracy"] == record["curve"][-1]["accuracy"]
@@ -177,4 +177,4 @@ def test_mlm_recipe_leaves_a_checkpoint_with_its_head_alone(with_head, text_file
         ]
     )  # fmt: skip
     assert not (out / "head_calibration.json").exists()
-    assert "head_calibration" not in Ticket.from_pretrained(out / "ticket").config.provenance
+    assert "head_calibration" not in Ticket.from_pretrained(out).config.provenance
