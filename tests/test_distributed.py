@@ -293,11 +293,9 @@ def test_ddp_plain_loop_identical_masks_zero_every_step_uneven_batches(tmp_path)
         assert r["info"] == {"world_size": 2, "backend": "gloo", "requested_num_processes": 2}
         assert r["zero_after_every_step"] and r["warning"] is None  # 2 asked, 2 running: no warning
         assert r["round1_sparsity"] == 0.5
-    assert r0["failed_prune"].startswith("TypeError") and "no_such_option" in r0["failed_prune"]
-    assert (
-        r1["failed_prune"].startswith("TicketError: rank 0 could not compute")
-        and "no_such_option" in r1["failed_prune"]
-    )
+    # A bad strategy option is refused on every rank before any collective: the same clear error everywhere.
+    assert r0["failed_prune"].startswith("TicketError") and "no_such_option" in r0["failed_prune"]
+    assert r1["failed_prune"] == r0["failed_prune"]
     # Rank 1's weights were made to disagree before each pruning: rank 0's masks still won.
     assert_same_tensors(r0["tensors"], r1["tensors"])  # masks and final (joined) weights
     saved = hf_tickets.Ticket.from_pretrained(tmp_path / "out" / "round1")
@@ -430,5 +428,5 @@ def test_glue_recipe_imp_search_on_two_processes(tmp_path):
     assert [round(r["sparsity"], 3) for r in results["rounds"]] == [0.0, 0.3, 0.6]
     # Binary cross-entropy starts near ln 2 = 0.69; the stock Trainer would log about twice that here.
     assert all(0.5 < r["train_loss"] < 0.9 for r in results["rounds"])
-    found = hf_tickets.Ticket.from_pretrained(out / "ticket")  # the exported ticket is one of the rounds
+    found = hf_tickets.Ticket.from_pretrained(out)  # the exported ticket (beside its model) is one of the rounds
     assert any(found.equals(hf_tickets.Ticket.from_pretrained(out / f"round_{i:02d}" / "ticket")) for i in range(3))

@@ -125,6 +125,10 @@ class RoundClock(TrainerCallback, ExportableState):
     def on_step_end(self, args, state, control, **kwargs):
         # Added after the Trainer's own flow callback and RoundSteps: sees the stop they decided.
         self.finished = bool(control.should_training_stop) or state.global_step >= state.max_steps
+        if control.should_save and state.global_step > self._last_logged_step:
+            # Log the loss before this checkpoint is written (the Trainer logs, then saves), so the
+            # checkpoint holds the loss of every step so far: a round resumed from it reports its whole loss.
+            control.should_log = True
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._started, self._last_logged_step = time.perf_counter(), state.global_step
