@@ -698,3 +698,12 @@ def test_two_ranks_ddp_prune_identically_on_every_rank(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and len(results["rounds"]) == 3
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_truncated_run_file_is_an_error_naming_it(tmp_path):
+    from hf_tickets.training.results import read_json
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"eval_accuracy": 0.7')
+    with pytest.raises(TicketError, match=r"metrics\.json: unreadable"):
+        read_json(path)

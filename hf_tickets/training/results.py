@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_tickets.core.atomic_files import atomic_write_json, atomic_write_text
+from hf_tickets.core.errors import TicketError
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -176,4 +177,8 @@ def write_results(output_dir: str | Path, results: Mapping[str, Any]) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file the library wrote; a truncated or unreadable one is a TicketError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TicketError(f"{path}: unreadable ({err})") from err

@@ -59,7 +59,7 @@ class RunFolder:
         return (self.path / STATE_FILE).is_file()
 
     def read_state(self) -> dict:
-        return _read(self.path / STATE_FILE)
+        return read_json(self.path / STATE_FILE)
 
     def write_state(self, state: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / STATE_FILE, state)
@@ -68,7 +68,7 @@ class RunFolder:
         """The records of the complete rounds, round 0 first (at most ``limit``)."""
         rows = []
         while len(rows) < limit and (self.round_dir(len(rows)) / METRICS_FILE).is_file():
-            rows.append(_read(self.round_dir(len(rows)) / METRICS_FILE))
+            rows.append(read_json(self.round_dir(len(rows)) / METRICS_FILE))
         return rows
 
     def write_round(self, index: int, row: Mapping[str, Any]) -> None:
@@ -92,12 +92,6 @@ class RunFolder:
                 f"{path}: unreadable weights file ({err}); it was not written by a finished step"
             ) from err
 
-
-def _read(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as err:
-        raise TicketError(f"{path}: unreadable ({err})") from err
 
 
 # ------------------------------------------------------------------ lock
