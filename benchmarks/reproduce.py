@@ -237,13 +237,12 @@ class Reproduction:
         the files are ordered (CoLA by source publication), so their first rows are not a fair sample."""
         if name in self._tasks:
             return self._tasks[name]
+        from hf_tickets.experiments.arguments import MLMDataArguments
         from hf_tickets.tasks.prepared import prepare_mlm
 
         s = self.settings
         if name == MLM:
-            data_args = SimpleNamespace(
-                dataset_name=None,
-                dataset_config_name=None,
+            data_args = MLMDataArguments(
                 validation_split_percentage=5,
                 train_file=str(self.data_dir / s.mlm_train_file),
                 validation_file=str(self.data_dir / s.mlm_validation_file),
@@ -261,16 +260,15 @@ class Reproduction:
     def glue_task(self, name: str, train_samples: int, eval_samples: int, labels_dir: Path):
         """A GLUE task's shuffled subsets (the same shuffle for every size: a larger subset extends a smaller)."""
         from hf_tickets.commands.transfer import glue_files
+        from hf_tickets.experiments.arguments import GlueDataArguments
         from hf_tickets.tasks.prepared import prepare_glue
 
         s = self.settings
         train, dev = glue_files(self.data_dir / "glue", name)
-        data_args = SimpleNamespace(
+        data_args = GlueDataArguments(
             task_name=name,
             train_file=str(train),
             validation_file=str(dev),
-            dataset_name=None,
-            dataset_config_name=None,
             max_seq_length=s.max_seq_length,
             pad_to_max_length=False,
             max_train_samples=None,

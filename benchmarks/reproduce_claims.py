@@ -165,8 +165,7 @@ class ClaimRuns:
         return task
 
     def _squad_task(self, v: Variant):
-        from types import SimpleNamespace
-
+        from hf_tickets.experiments.arguments import QADataArguments
         from hf_tickets.tasks.prepared import prepare_squad
 
         s = self.repro.settings
@@ -174,9 +173,7 @@ class ClaimRuns:
         train, dev = split_squad_by_article(
             self.repro.data_dir / "squad" / "xquad.en.json", split_dir, eval_share=0.25, seed=s.data_shuffle_seed
         )
-        data_args = SimpleNamespace(
-            dataset_name=None,
-            dataset_config_name=None,
+        data_args = QADataArguments(
             train_file=str(train),
             validation_file=str(dev),
             max_seq_length=self.claims.squad_max_seq_length,
