@@ -55,10 +55,9 @@ from reproduce_report import (  # noqa: E402
 
 logger = logging.getLogger("reproduce")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-#: How the full run is started and resumed (one thread: the machine's cores are shared).
+#: How the full run is started and resumed from the checkout's root (one thread: the machine's cores are shared).
 RESUME_COMMAND = (
-    "cd /work/wt-repro && PYTHONPATH=$PWD OMP_NUM_THREADS=1 nohup nice -n 5 /work/main/.venv/bin/python "
-    "benchmarks/reproduce.py > benchmarks/reproduce.log 2>&1 &"
+    "OMP_NUM_THREADS=1 nohup nice -n 5 .venv/bin/python benchmarks/reproduce.py > benchmarks/reproduce.log 2>&1 &"
 )
 #: Measured on this machine (the issue): MiniLM training at sequence length 64, per example; evaluation ~1/3.
 TRAIN_MS_PER_EXAMPLE, EVAL_MS_PER_EXAMPLE = 18.0, 8.0
