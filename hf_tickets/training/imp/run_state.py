@@ -93,7 +93,6 @@ class RunFolder:
             ) from err
 
 
-
 # ------------------------------------------------------------------ lock
 class OutputDirLock:
     """An exclusive lock on an output_dir, held by one live process at a time.
