@@ -169,9 +169,10 @@ def push_folder(
         _check_tokenizer(folder)
     if results is None and transfer is None and (folder / RESULTS_FILE).is_file():
         results, transfer, main_metric = _saved_results(folder / RESULTS_FILE, main_metric)
-    ticket = Ticket.from_pretrained(folder)
+    # The files are uploaded as they are; the ticket is read back only when a card must be written for it.
+    ticket = Ticket.from_pretrained(folder) if create_card and not (folder / CARD_FILE).is_file() else None
     api = api_client(token)
-    message = commit_message or f"Upload hf_tickets ticket ({100 * ticket.sparsity:.1f}% sparse)"
+    message = commit_message or f"Upload hf_tickets ticket ({100 * _sparsity(folder, ticket):.1f}% sparse)"
     with hub_errors(repo_id, revision, f"push {folder}"), tempfile.TemporaryDirectory() as staging:
         _prepare_repo(api, repo_id, revision, private)
         staged = Path(staging)
@@ -197,6 +198,15 @@ def push_folder(
                 main_metric=main_metric,
             )
         return _commit_folder(api, staged, repo_id, revision, message, commit_description)
+
+
+def _sparsity(folder: Path, ticket: Ticket | None) -> float:
+    if ticket is not None:
+        return ticket.sparsity
+    try:
+        return float(json.loads((folder / CONFIG_FILE).read_text())["sparsity"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TicketHubError(f"{folder / CONFIG_FILE}: no readable 'sparsity' ({err})") from err
 
 
 def push_ticket(
