@@ -14,7 +14,7 @@ from claims_report import CALIBRATED, ClaimSettings, table3
 from reproduce_report import MLM, read_json, row_at, search_rows, summarise
 
 from hf_tickets.core.atomic_files import atomic_write_json
-from hf_tickets.core.ticket import Ticket
+from hf_tickets.core.ticket import MASKS_FILE, Ticket
 
 ARTEFACT_DIR = "mlm_ticket"
 CALIBRATION_RECORD = "head_calibration.json"
@@ -81,9 +81,15 @@ def write_mlm_ticket_artefact(
     row = row_at(rows, claims.table3_sparsity)
     if row is None or not (run_dir / row["ticket"]).is_dir():
         return None
+    source = run_dir / row["ticket"]
+    if not (source / MASKS_FILE).is_file():
+        # A clone holds the run's ticket configs but not their masks (gitignored): the artefact keeps its own copy.
+        source = results_dir / ARTEFACT_DIR
+        if not (source / MASKS_FILE).is_file():
+            return None
     entries = table3(runs_dir, settings, claims, summarise(runs_dir, settings))
     return build_ticket_dir(
-        Ticket.from_pretrained(run_dir / row["ticket"]),
+        Ticket.from_pretrained(source),
         results_dir / ARTEFACT_DIR,
         rounds=[r for r in rows if r["sparsity"] <= claims.table3_sparsity + 1e-9],
         table3_entries=entries,
