@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_tickets.core.atomic_files import atomic_write, atomic_write_json
-from hf_tickets.core.collectives import is_main_process
+from hf_tickets.core.collectives import is_main_process, on_main
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.ticket import CONFIG_FILE, Ticket
 from hf_tickets.hub.cards import plot_results, ticket_card, write_results_file
@@ -49,6 +49,16 @@ def check_hub_arguments(training_args) -> None:
 
 
 def resumable_checkpoint(training_args, searching: bool) -> str | None:
+    """Last-checkpoint detection as in the stock scripts, with the overwrite rule made explicit.
+
+    Decided once, on the main process, before anything is written, and shared with every rank: a rank
+    looking at ``output_dir`` on its own could already see what the main process wrote there (its lock).
+    """
+    _ = training_args.device  # sets up the process group (as the Trainer would), so on_main is collective
+    return on_main(lambda: _resumable_checkpoint(training_args, searching))
+
+
+def _resumable_checkpoint(training_args, searching: bool) -> str | None:
     """Last-checkpoint detection as in the stock scripts, with the overwrite rule made explicit.
 
     transformers 5 has no ``--overwrite_output_dir``; a recipe never silently trains over an earlier
