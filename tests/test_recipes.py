@@ -394,3 +394,28 @@ def test_only_hub_data_is_named_as_a_hub_dataset():
         ["nyu-mll/glue:sst2"],
         {"dataset": "nyu-mll/glue", "dataset_config": "sst2", "dataset_split": "validation"},
     )
+
+
+def test_a_baseline_with_a_cut_dense_round_runs_and_resumes(tiny_base, sst2_files, tmp_path):
+    # What the demo and the reproduction do for random pruning: round 0 (the dense fine-tune IMP already
+    # ran) is cut to one step, so it legitimately trains with other arguments than the pruned rounds.
+    from transformers import TrainingArguments
+
+    from hf_tickets.experiments.arguments import GlueDataArguments, ModelArguments
+    from hf_tickets.experiments.experiment import load_tokenizer, run_imp_search
+    from hf_tickets.tasks.prepared import prepare_glue
+    from hf_tickets.training.imp_config import IMPConfig
+
+    train, dev = sst2_files
+    model_args = ModelArguments(model_name_or_path=tiny_base)
+    data_args = GlueDataArguments(task_name="sst2", train_file=str(train), validation_file=str(dev), max_seq_length=32)
+    task = prepare_glue(data_args, load_tokenizer(model_args))
+    args = TrainingArguments(
+        output_dir=str(tmp_path), do_train=True, do_eval=True, max_steps=3, use_cpu=True, report_to="none",
+        per_device_train_batch_size=8, save_strategy="no",
+    )  # fmt: skip
+    config = IMPConfig(sparsity_schedule="0.5", baseline="random_pruning")
+    results = run_imp_search(model_args, task, args, config, dense_round_steps=1, keep_round_models=False)
+    assert [r["train_steps"] for r in results["rounds"]] == [1, 3]
+    again = run_imp_search(model_args, task, args, config, dense_round_steps=1, keep_round_models=False)
+    assert again["rounds"] == results["rounds"]

@@ -62,6 +62,10 @@ NOT_IDENTITY_PREFIXES = (
 )
 
 
+#: Training arguments that set how long a round trains (pinned separately for round 0).
+ROUND_LENGTH = ("max_steps", "num_train_epochs")
+
+
 def run_with_trainer(
     manager,
     build_trainer: Callable[[nn.Module, IMPRound], Any],
@@ -72,7 +76,12 @@ def run_with_trainer(
     for rnd in manager.rounds(mask_gradients=False):  # TicketCallback masks
         trainer = build_trainer(manager.model, rnd)
         _check_trainer(trainer, rnd, manager.model, seen)
-        manager.pin_identity("trainer", training_identity(trainer.args))
+        identity = training_identity(trainer.args)
+        length = {k: identity.pop(k, None) for k in ROUND_LENGTH}
+        manager.pin_identity("trainer", identity)
+        # Round 0 (the full model) may be cut short: a baseline's round 0 repeats IMP's dense fine-tune, so
+        # the demo and the reproduction run it for one step. The pruned rounds share one length.
+        manager.pin_identity("round_length" if rnd.index else "round_0_length", length)
         manager.pin_identity("data", data_identity(trainer))
         checkpoint = on_main(lambda: _resumable_checkpoint(rnd))
         earlier = _earlier_progress(checkpoint)
