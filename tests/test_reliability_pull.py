@@ -223,3 +223,11 @@ def test_pulled_files_keep_the_users_umask(hub_server, tmp_path, tickets):
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in target.iterdir()} == {0o644}
+
+
+def test_an_unreachable_hub_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: connection refused
+    assert cli_main(["pull", "test-org/anything", str(tmp_path / "dir")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not be reached" in err[0] and "127.0.0.1:9" in err[0]
+    assert not (tmp_path / "dir").exists()

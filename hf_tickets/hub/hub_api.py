@@ -37,6 +37,10 @@ class TicketHubError(TicketError):
     """A Hub repository, revision or file cannot be used; the message names which and why."""
 
 
+#: The HTTP stacks huggingface_hub may use: their connection errors reach us untranslated.
+_TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3"}
+
+
 def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
@@ -77,6 +81,12 @@ def hub_errors(repo_id: str, revision: str | None, what: str) -> Iterator[None]:
     except HfHubHTTPError as err:
         raise TicketHubError(
             f"cannot {what}: the Hub refused a request about {describe_repo(repo_id, revision)}: {err}"
+        ) from err
+    except Exception as err:
+        if type(err).__module__.split(".")[0] not in _TRANSPORT_MODULES:
+            raise
+        raise TicketHubError(
+            f"cannot {what}: the Hub at {hub_endpoint()} could not be reached ({type(err).__name__}: {err})"
         ) from err
 
 
