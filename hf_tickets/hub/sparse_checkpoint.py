@@ -21,10 +21,8 @@ import shutil
 from pathlib import Path
 
 import torch
-import transformers
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, PreTrainedModel
 
 from hf_tickets.core.atomic_files import atomic_write
 from hf_tickets.core.errors import TicketError
@@ -179,6 +177,11 @@ def model_tensor_shapes(directory: str | Path) -> dict[str, tuple[int, ...]] | N
     config_path = Path(directory) / MODEL_CONFIG_FILE
     if not config_path.is_file():
         return None
+    # Here, not at module level: transformers' modeling code takes over a second to import, and
+    # `import hf_tickets` (which registers the Hub, and with it this module) should not pay for it.
+    import transformers
+    from transformers import AutoConfig, PreTrainedModel
+
     try:
         config = AutoConfig.from_pretrained(str(directory))
     except (OSError, ValueError, KeyError, TypeError) as err:
