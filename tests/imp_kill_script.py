@@ -1,7 +1,7 @@
 """A small plain-loop IMP run (Accelerate), for tests/test_imp.py to kill, resume and launch on 2 ranks.
 
     python tests/imp_kill_script.py OUT_DIR [--rounds 4] [--steps 60] [--baseline none] [--probe DIR]
-                                    [--trainer --save_steps 4 --logging_steps 2] [--kill_at POINT]
+                                    [--trainer --save_steps 4 --logging_steps 2] [--kill_at POINT] [--hold]
 
 The encoder ("pre-trained" θ0) is the same in every process; the classification head is
 re-initialised from ``--head_seed``: give a resumed run another one, and it only gets the first
@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--save_steps", type=int, default=4)
     parser.add_argument("--logging_steps", type=int, default=2)
     parser.add_argument("--kill_at", default=None)
+    parser.add_argument("--hold", action="store_true", help="sleep inside round 0 until killed (holds the lock)")
     args = parser.parse_args()
     if args.kill_at and args.kill_at.startswith("summary:"):
         kill_before_summary(args.output_dir, int(args.kill_at.split(":")[1]))
@@ -134,6 +136,10 @@ def main() -> None:
     manager = IMPManager(model, config, args.output_dir)
     trained_masks = {}
     for rnd in manager.rounds(total_steps=args.steps):
+        if args.hold:
+            print("HOLDING", flush=True)
+            while True:
+                time.sleep(1)
         # Fresh optimizer, and a loader prepared in the round: under several processes Accelerate seeds the
         # shuffling generator when the loader is prepared, so the order then follows the round's seed.
         optimizer = accelerator.prepare(torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1))

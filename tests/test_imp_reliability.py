@@ -143,9 +143,9 @@ def test_a_second_live_run_in_the_same_output_dir_fails_at_once_naming_the_holde
 
 def test_lock_between_processes_and_a_stale_lock_is_taken_over(tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.Popen(
-        script(out, "--rounds", "2", "--steps", "400"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # --hold: the holder stays inside round 0 until killed (a short run could finish and release the lock
+    # before the kill, on a fast machine: seen in CI as an empty lock file)
+    holder = subprocess.Popen(script(out, "--rounds", "2", "--hold"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while not ((out / LOCK_FILE).is_file() and (out / LOCK_FILE).read_text()):
