@@ -1,0 +1,59 @@
+"""benchmarks/structured_tickets.py: structured IMP on real SST-2 (smoke sizes), scores beside measured speed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from structured_tickets import pareto  # noqa: E402
+
+
+def test_pareto_keeps_only_points_nothing_beats_on_both_axes():
+    points = [("dense", 1.0, 0.80), ("a", 1.5, 0.80), ("b", 2.0, 0.75), ("c", 1.8, 0.70), ("d", 2.0, 0.75)]
+    # a beats dense (faster, same score); c is beaten by b; b and d tie, so neither dominates the other
+    assert pareto(points) == ["a", "b", "d"]
+
+
+def run_smoke(results: Path, *extra: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "structured_tickets.py"),
+            "--smoke",
+            "--results_dir",
+            str(results),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_smoke_run_trains_structured_tickets_and_reports_score_beside_speed(tmp_path):
+    run_smoke(tmp_path)
+    search = tmp_path / "runs" / "sst2" / "structured_heads+neurons"
+    rounds = json.loads((search / "results.json").read_text())["rounds"]
+    assert [round(r["sparsity"], 2) for r in rounds] == [0.0, 0.3, 0.5]  # measured: whole units, nearest
+    speeds = json.loads((tmp_path / "structured_speed.json").read_text())["sst2"]
+    params = speeds["encoder_parameters"]
+    assert params["dense"] > params["structured@0.3"] > params["structured@0.5"]  # shrunk, not masked
+    assert all(v > 0 for v in speeds["b4_s16"]["speedup"].values()) and speeds["b4_s16"]["speedup"]["dense"] == 1.0
+    report = (tmp_path / "structured.md").read_text()
+    for r in rounds[1:]:
+        score = f"{r['eval_accuracy']:.3f}"
+        assert f"| {100 * r['sparsity']:.0f}% | {score} |" in report
+    assert (tmp_path / "plots" / "structured_pareto.png").stat().st_size > 0
+
+    # A second run resumes: nothing is trained again, and --no_timing rebuilds the same report from the record.
+    before = (search / "results.json").stat().st_mtime_ns
+    run_smoke(tmp_path, "--report", "--no_timing")
+    assert (search / "results.json").stat().st_mtime_ns == before
+    assert (tmp_path / "structured.md").read_text() == report
