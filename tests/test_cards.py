@@ -266,3 +266,36 @@ def test_one_rule_for_which_logged_numbers_are_scores():
     not_scores += ["total_flos", "train_loss", "train_runtime", "eval_combined_score", "combined_score", "train_steps"]
     assert not [k for k in not_scores if is_metric(k)]
     assert not is_metric("eval_accuracy", None) and not is_metric("eval_accuracy", True)
+
+
+def test_a_structured_ticket_card_says_how_to_shrink_it_and_shows_speed_beside_score():
+    model = tiny_model(BertForMaskedLM)
+    model.config._name_or_path = "test-org/tiny-bert"
+    structured = prune(model, 0.4, strategy="heads+neurons")
+    card = ticket_card(structured, repo_id="me/fast-ticket").text
+    assert "## Faster: remove the pruned heads and neurons" in card
+    assert "This ticket prunes whole attention heads and FFN neurons. Removed" in card
+    assert "hf-tickets shrink me/fast-ticket ./smaller-model\n" in card  # the base model is named: no --model
+    assert "| Sparsity |" not in card.split("## Faster")[1].split("## Provenance")[0]  # no speed rows given
+
+    speed = {
+        "rows": [
+            {"sparsity": 0.3, "score": 0.8123, "matching": True, "speedup": 1.52},
+            {"sparsity": 0.5, "score": 0.7712, "matching": False, "speedup": 2.134},
+        ],
+        "metric": "accuracy",
+        "shape": "batch 32, sequence 128, one thread",
+        "plot_path": "speed_vs_score.png",
+    }
+    card = ticket_card(structured, repo_id="me/fast-ticket", speed=speed).text
+    assert "| 30.00% | 0.8123 | yes | 1.52× |" in card and "| 50.00% | 0.7712 | no | 2.13× |" in card
+    assert "![speed-up versus score](speed_vs_score.png)" in card and "batch 32, sequence 128" in card
+
+    # A sparse checkpoint's weights are fine-tuned: shrink the pulled folder, never the base model.
+    sparse_card = ticket_card(structured, repo_id="me/fast-model", checkpoint="dense").text
+    assert (
+        "hf-tickets pull me/fast-model ./sparse-model\nhf-tickets shrink ./sparse-model ./smaller-model" in sparse_card
+    )
+
+    # An unstructured ticket has nothing whole to remove: no such section.
+    assert "## Faster" not in ticket_card(prune(model, 0.4), repo_id="me/t").text

@@ -33,6 +33,7 @@ from transformers.models.auto import modeling_auto
 
 from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.provenance import is_hub_repo_id
+from hf_tickets.core.structured import STRUCTURED_STRATEGIES
 from hf_tickets.core.ticket import CONFIG_FILE, MASKS_FILE, Ticket
 from hf_tickets.core.version import __version__
 from hf_tickets.training.results import is_metric, metric_names
@@ -342,7 +343,42 @@ def _result_values(ticket, results, main_metric) -> dict[str, Any]:
     }
 
 
-def _template_values(ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric, results_file):
+def _shrink_command(repo: str, kind: str, base: str | None) -> str:
+    if kind != "ticket":  # the fine-tuned weights are the repo's: shrink the pulled folder, not the base model
+        return f"hf-tickets pull {repo} ./sparse-model\nhf-tickets shrink ./sparse-model ./smaller-model"
+    # a ticket repo holds no weights: shrink applies it to its base model (named, or the user's)
+    return f"hf-tickets shrink {repo} ./smaller-model" + ("" if base else " --model path/to/the/base/model")
+
+
+def _structured_values(ticket: Ticket, repo_id: str | None, kind: str, speed: Mapping | None) -> dict | None:
+    """The card's shrink section: for a ticket whose strategy prunes whole heads/neurons, or given ``speed``."""
+    if ticket.config.strategy not in STRUCTURED_STRATEGIES and not speed:
+        return None
+    kinds = STRUCTURED_STRATEGIES.get(ticket.config.strategy, (("head", "neuron"), False))[0]
+    base, _ = _base_reference(ticket)
+    speed = speed or {}
+    return {
+        "units": " and ".join({"head": "attention heads", "neuron": "FFN neurons"}[k] for k in kinds),
+        "command": _shrink_command(repo_id or REPO_PLACEHOLDER, kind, base),
+        "plot_path": speed.get("plot_path"),
+        "where": speed.get("where", "CPU"),
+        "shape": speed.get("shape", ""),
+        "metric": speed.get("metric", "score"),
+        "rows": [
+            {
+                "sparsity": _pct(float(r["sparsity"])),
+                "score": _fmt(r.get("score")),
+                "matching": {True: "yes", False: "no"}.get(r.get("matching"), ""),
+                "speedup": f"{float(r['speedup']):.2f}×" if r.get("speedup") else "",
+            }
+            for r in speed.get("rows", [])
+        ],
+    }
+
+
+def _template_values(
+    ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric, results_file, speed=None
+):
     config = ticket.config
     base, base_text = _base_reference(ticket)
     what = {"ticket": "Lottery ticket", "dense": "Sparse model", "compact": "Sparse model (compact)"}[kind]
@@ -375,6 +411,7 @@ def _template_values(ticket, results, transfer, plot_path, repo_id, kind, model_
         ],
         "plot_path": plot_path if results else None,
         "results_file": results_file,
+        "structured": _structured_values(ticket, repo_id, kind, speed),
         "transfer_rows": [
             {
                 "source": _fmt(t.get("source")),
@@ -439,6 +476,7 @@ def ticket_card(
     model_class: str | None = None,
     main_metric: str | None = None,
     results_file: str | None = None,
+    speed: Mapping | None = None,
 ) -> ModelCard:
     """The model card of a ticket repo, or of a sparse-model repo (``checkpoint="dense"``/``"compact"``).
 
@@ -450,11 +488,14 @@ def ticket_card(
     ``model_class``: the sparse model's class name (``BertForSequenceClassification``), which sets
     the ``pipeline_tag``; ``main_metric``: the headline score (default: ``provenance["main_metric"]``,
     else the first non-loss score logged); ``results_file``: the repo file holding every logged number
-    (written by :func:`write_results_file`), which the card then points to.
+    (written by :func:`write_results_file`), which the card then points to. ``speed`` (structured tickets):
+    ``{"rows": [{sparsity, score, matching, speedup}], "metric", "shape", "where", "plot_path"}``, the
+    speed-up of each shrunk ticket over the dense model beside its score; a structured ticket's card says
+    how to shrink it with or without it.
     """
     kind = _kind(checkpoint)
     values = _template_values(
-        ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric, results_file
+        ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric, results_file, speed
     )
     data = card_data(
         ticket, results, title=values["title"], checkpoint=checkpoint, model_class=model_class, main_metric=main_metric
@@ -464,7 +505,7 @@ def ticket_card(
         return card
 
     old = existing if isinstance(existing, ModelCard) else ModelCard(str(existing), ignore_metadata_errors=True)
-    keep = {name for name, given in (("results", results), ("transfer", transfer)) if not given}
+    keep = {name for name, given in (("results", results), ("transfer", transfer), ("structured", speed)) if not given}
     # What kind of repo this is (and where it came from) is the new card's to say, even where it says nothing;
     # the model-index is rebuilt from new results, never left from an older card. A person's keys stay.
     owned = _OWNED_METADATA | ({"model-index"} if results else set())
