@@ -47,6 +47,8 @@ STRATEGY = "heads+neurons"
 SCHEDULE = "0.1,0.2,0.3,0.4,0.5,0.6,0.7"
 SHAPES = ((32, 64), (32, 128), (1, 64))  # (batch, sequence length); the goal is read at batch 32
 REPORT_FILE = "structured.md"
+ARTEFACT_DIR = "structured_ticket"  # the SST-2 ticket a user would download: card with speed beside score
+ARTEFACT_TASK = "sst2"
 TIMES_FILE = "structured_speed.json"
 
 
@@ -272,6 +274,44 @@ def write_plot(all_rows: dict[str, tuple[list[dict], object]], path: Path, plan:
     return path
 
 
+def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plot: Path | None) -> Path | None:
+    """The fastest matching structured ticket of ``ARTEFACT_TASK`` as a ticket folder with its card; None if
+    no ticket matches (or its masks are not here: a clone keeps the artefact's own copy)."""
+    import shutil
+
+    from mlm_ticket_artefact import BASE_MODEL
+
+    from hf_tickets.core.ticket import MASKS_FILE, Ticket
+    from hf_tickets.hub.cards import ticket_card
+
+    key = shape_key(plan.goal_shape)
+    matching = [r for r in rows if r["matching"] and r["speedup"].get(key)]
+    if not matching:
+        return None
+    best = max(matching, key=lambda r: r["speedup"][key])
+    run_dir, out_dir = search_dir(rep, ARTEFACT_TASK, plan), rep.results_dir / ARTEFACT_DIR
+    row = next(r for r in search_rows(run_dir) if r["sparsity"] == best["sparsity"])
+    source = run_dir / row["ticket"] if (run_dir / row["ticket"] / MASKS_FILE).is_file() else out_dir
+    if not (source / MASKS_FILE).is_file():
+        return None
+    ticket = Ticket.from_pretrained(source)
+    ticket.config.base_model = BASE_MODEL  # the run recorded the packaged copy's local path
+    ticket.config.provenance.update(task=ARTEFACT_TASK, datasets=["glue/sst2 (subset)"])
+    ticket.save_pretrained(out_dir)
+    speed = {
+        "rows": [{**r, "speedup": r["speedup"].get(key)} for r in rows],
+        "metric": summary.metric,
+        "shape": f"batch {plan.goal_shape[0]}, sequence {plan.goal_shape[1]}, one CPU thread, ratios from one run",
+        "where": "the build machine",
+    }
+    if plot is not None:
+        shutil.copyfile(plot, out_dir / plot.name)
+        speed["plot_path"] = plot.name
+    card = ticket_card(ticket, results=search_rows(run_dir), speed=speed, main_metric=summary.metric)
+    card.save(out_dir / "README.md")
+    return out_dir
+
+
 def write_report(rep: Reproduction, plan: Plan, measure: bool = True) -> str:
     from hf_tickets.core.atomic_files import atomic_write_json, atomic_write_text
 
@@ -308,6 +348,14 @@ def write_report(rep: Reproduction, plan: Plan, measure: bool = True) -> str:
     plot = write_plot(all_rows, rep.results_dir / "plots" / "structured_pareto.png", plan)
     if plot is not None:
         lines += ["![speed vs score](plots/structured_pareto.png)", ""]
+    if ARTEFACT_TASK in all_rows:
+        artefact = write_artefact(rep, plan, *all_rows[ARTEFACT_TASK], plot)
+        lines += [
+            f"Artefact: `{ARTEFACT_DIR}/` holds the fastest matching {ARTEFACT_TASK} ticket with its card."
+            if artefact
+            else f"No {ARTEFACT_TASK} structured ticket matches yet: no artefact.",
+            "",
+        ]
     text = "\n".join(lines)
     atomic_write_text(rep.results_dir / REPORT_FILE, text)
     return text

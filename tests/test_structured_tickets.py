@@ -57,3 +57,22 @@ def test_smoke_run_trains_structured_tickets_and_reports_score_beside_speed(tmp_
     run_smoke(tmp_path, "--report", "--no_timing")
     assert (search / "results.json").stat().st_mtime_ns == before
     assert (tmp_path / "structured.md").read_text() == report
+
+    # The artefact: the fastest ticket among the matching ones, with its card (speed beside score).
+    # Smoke runs have no full-model seeds, so no row matches by itself: mark the slower one matching.
+    import structured_tickets as st
+
+    from hf_tickets.core.ticket import Ticket
+
+    rep = st.Reproduction(st.SMOKE_SETTINGS, tmp_path)
+    speeds = json.loads((tmp_path / "structured_speed.json").read_text())["sst2"]
+    rows, summary = st.task_rows(rep, "sst2", st.SMOKE_PLAN, speeds)
+    assert st.write_artefact(rep, st.SMOKE_PLAN, rows, summary, None) is None  # nothing matches
+    rows[0]["matching"] = True
+    out = st.write_artefact(rep, st.SMOKE_PLAN, rows, summary, None)
+    chosen = Ticket.from_pretrained(out)
+    trained = Ticket.from_pretrained(search / rounds[1]["ticket"])
+    assert all(chosen.masks[n].equal(m) for n, m in trained.masks.items())
+    card = (out / "README.md").read_text()
+    assert "## Faster: remove the pruned heads and neurons" in card
+    assert f"| yes | {rows[0]['speedup']['b4_s16']:.2f}× |" in card  # speed beside the score
