@@ -1,8 +1,8 @@
 """``IMPRound``: one round of an IMP run, as the training loop sees it, and its early-bird check.
 
 The round knows what it trains (``ticket``, ``sparsity``, where it saves) and counts optimizer
-steps; what happens at its end (pruning, saving) and how the next mask would look (for early-bird)
-belong to the manager, which hands them in as two functions.
+steps; what happens at its end (pruning, saving), how the next mask would look and how far two such
+masks lie apart (for early-bird) belong to the manager, which hands them in as functions.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from hf_tickets.core.ticket import Ticket
 from hf_tickets.training.imp.run_state import CHECKPOINT_DIR
@@ -41,6 +39,7 @@ class IMPRound:
         on_finish: Callable[..., None],
         on_rewind_step: Callable[[], None],
         candidate_ticket: Callable[[IMPRound], Ticket],
+        mask_distance: Callable[[IMPRound, Ticket, Ticket], float],
     ):
         self.index, self.ticket, self.sparsity = index, ticket, ticket.sparsity
         self.next_sparsity = next_sparsity
@@ -52,6 +51,7 @@ class IMPRound:
         self.finished = False
         self.started_at = time.perf_counter()
         self._on_finish, self._on_rewind_step, self._candidate_ticket = on_finish, on_rewind_step, candidate_ticket
+        self._mask_distance = mask_distance
         self._early_bird_last: Ticket | None = None
 
     @property
@@ -79,15 +79,15 @@ class IMPRound:
         return self.should_stop
 
     def _early_bird_check(self, step: int) -> None:
-        """Stop once the mask pruning would give now has changed little over the last checks (You et al. 2020)."""
+        """Stop once the mask pruning would give now has changed little over the last checks (You et al. 2020).
+
+        The distance is the strategy's: the share of the weights to prune that changed, or of the heads and
+        neurons for a structured strategy (EarlyBERT, Chen et al. 2021).
+        """
         config = self.config
         candidate = self._candidate_ticket(self)
         if self._early_bird_last is not None:
-            changed = sum(
-                int(torch.count_nonzero(m ^ candidate.masks[n])) for n, m in self._early_bird_last.masks.items()
-            )
-            deciding = candidate.num_pruned - self.ticket.num_pruned  # weights this round's pruning removes
-            distance = changed / (2 * deciding) if deciding else 0.0
+            distance = self._mask_distance(self, self._early_bird_last, candidate)
             self.early_bird_distances.append((step, distance))
             recent = [d for _, d in self.early_bird_distances[-config.early_bird_patience :]]
             if len(recent) == config.early_bird_patience and max(recent) < config.early_bird_threshold:
