@@ -4,10 +4,12 @@ A row is flat, so ``hf_tickets.hub.cards`` and ``hf_tickets.hub.plots`` read it 
 
     {"round": 2, "sparsity": 0.19, "baseline": None, "eval_accuracy": 0.93, ..., "train_time_s": 41.2,
      "train_steps": 600, "planned_steps": 600, "early_bird_stopped": False, "early_bird_steps_saved": 0,
-     "ticket": "round_02/ticket", "early_bird_distances": [[10, 0.31], [20, 0.08]]}
+     "ticket": "round_02/ticket", "early_bird_distances": [[10, 0.31], [20, 0.08]], "early_bird_start_distance": 0.4}
 
 ``early_bird_distances`` is the early-bird curve, ``[step, distance]`` at every check after the
-first (empty without early bird): in ``results.json`` and the round's ``metrics.json``, not a CSV column.
+first (empty without early bird), ``early_bird_start_distance`` the first check's distance to the mask of
+the round's starting weights (None without a check): in ``results.json`` and the round's
+``metrics.json``, not CSV columns.
 
 The matching ticket (the paper, section 3) is the highest-sparsity round whose score is within a
 tolerance of the full model's (round 0): one standard deviation over seeds in the paper. Here the
@@ -42,9 +44,9 @@ TRAILING_KEYS = (
     "ticket",
 )
 REFERENCE_KEYS = ("full_score", "full_std")
-#: Row keys holding a list per round: JSON only (not CSV columns, not metrics).
-CURVE_KEYS = ("early_bird_distances",)
-BOOKKEEPING_KEYS = (*TRAILING_KEYS, *REFERENCE_KEYS, *CURVE_KEYS)
+#: Early-bird detail: JSON only (not CSV columns, not metrics).
+EARLY_BIRD_KEYS = ("early_bird_distances", "early_bird_start_distance")
+BOOKKEEPING_KEYS = (*TRAILING_KEYS, *REFERENCE_KEYS, *EARLY_BIRD_KEYS)
 
 
 def make_row(
@@ -53,7 +55,8 @@ def make_row(
     row: dict[str, Any] = {"round": round_index, "sparsity": sparsity, "baseline": baseline}
     row.update({k: _plain(v) for k, v in metrics.items() if k not in (*LEADING_KEYS, *BOOKKEEPING_KEYS)})
     row.update({k: bookkeeping.get(k) for k in TRAILING_KEYS})
-    row.update({k: [list(point) for point in bookkeeping.get(k) or ()] for k in CURVE_KEYS})
+    row["early_bird_distances"] = [list(point) for point in bookkeeping.get("early_bird_distances") or ()]
+    row["early_bird_start_distance"] = bookkeeping.get("early_bird_start_distance")
     return row
 
 

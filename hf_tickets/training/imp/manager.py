@@ -326,6 +326,7 @@ class IMPManager:
             candidate_ticket=lambda rnd: self._next_ticket(rnd.ticket, rnd.next_sparsity, rnd.index),
             mask_distance=lambda rnd, old, new: mask_distance(self.model, config.strategy, old, new, rnd.ticket),
         )
+        self._round.begin()
         return self._round
 
     def _next_ticket(self, ticket: Ticket, sparsity: float, index: int) -> Ticket:
@@ -379,6 +380,7 @@ class IMPManager:
             early_bird_stopped=rnd.should_stop,
             early_bird_steps_saved=saved,
             early_bird_distances=rnd.early_bird_distances,
+            early_bird_start_distance=rnd.early_bird_start_distance,
             ticket=str(Path(rnd.output_dir.name) / TICKET_DIR),
         )
         stop = rnd.index > 0 and self.config.stop_when_not_matching and not self.summary.matches(row)

@@ -53,6 +53,10 @@ class IMPRound:
         self._on_finish, self._on_rewind_step, self._candidate_ticket = on_finish, on_rewind_step, candidate_ticket
         self._mask_distance = mask_distance
         self._early_bird_last: Ticket | None = None
+        # The mask of the weights the round starts from, and the first check's distance to it: early bird's
+        # premise is that training shapes the mask; near 0 here, the mask was there before training.
+        self._early_bird_start: Ticket | None = None
+        self.early_bird_start_distance: float | None = None
 
     @property
     def is_last(self) -> bool:
@@ -67,6 +71,11 @@ class IMPRound:
     ) -> None:
         """Record ``metrics``, prune to the next sparsity and save the round (metrics.json last)."""
         self._on_finish(self, dict(metrics), train_steps, planned_steps, train_time_s)
+
+    def begin(self) -> None:
+        """Before the first step: the mask pruning would give from the starting weights, for early bird."""
+        if self.config.early_bird and not self.is_last:
+            self._early_bird_start = self._candidate_ticket(self)
 
     def step_completed(self, step: int) -> bool:
         """Optimizer step ``step`` is done: capture θ_i, run early-bird checks. True = stop the round."""
@@ -86,6 +95,8 @@ class IMPRound:
         """
         config = self.config
         candidate = self._candidate_ticket(self)
+        if self._early_bird_start is not None:
+            self._compare_with_start(step, candidate)
         if self._early_bird_last is not None:
             distance = self._mask_distance(self, self._early_bird_last, candidate)
             self.early_bird_distances.append((step, distance))
@@ -99,3 +110,20 @@ class IMPRound:
                     ", ".join(f"{d:.3f}" for d in recent),
                 )
         self._early_bird_last = candidate
+
+    def _compare_with_start(self, step: int, candidate: Ticket) -> None:
+        """Warn when the first check's mask is already that of the starting weights (measured on MiniLM/SST-2:
+        fine-tuning moves the pre-trained weights by ~1%, so the magnitude mask barely changes in a round)."""
+        distance = self._mask_distance(self, self._early_bird_start, candidate)
+        self.early_bird_start_distance, self._early_bird_start = distance, None
+        if distance < self.config.early_bird_threshold:
+            logger.warning(
+                "IMP round %d: at step %d the mask early bird watches differs from the mask of the round's starting "
+                "weights by only %.3f (threshold %g): it was there before training (fine-tuning a pre-trained "
+                "model barely moves its weights), so early bird will stop at its first possible check and the stop "
+                "says nothing about the task. See docs/training.md, 'Early bird when fine-tuning'.",
+                self.index,
+                step,
+                distance,
+                self.config.early_bird_threshold,
+            )
