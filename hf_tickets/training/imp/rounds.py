@@ -113,15 +113,15 @@ class IMPRound:
 
     def _compare_with_start(self, step: int, candidate: Ticket) -> None:
         """Warn when the first check's mask is already that of the starting weights (measured on MiniLM/SST-2:
-        fine-tuning moves the pre-trained weights by ~1%, so the magnitude mask barely changes in a round)."""
+        fine-tuning moved MiniLM's weights by 1.6% in a round, so the magnitude mask barely changes in a round)."""
         distance = self._mask_distance(self, self._early_bird_start, candidate)
         self.early_bird_start_distance, self._early_bird_start = distance, None
         if distance < self.config.early_bird_threshold:
             logger.warning(
                 "IMP round %d: at step %d the mask early bird watches differs from the mask of the round's starting "
                 "weights by only %.3f (threshold %g): it was there before training (fine-tuning a pre-trained "
-                "model barely moves its weights), so early bird will stop at its first possible check and the stop "
-                "says nothing about the task. See docs/training.md, 'Early bird when fine-tuning'.",
+                "model barely moves its weights), so early bird is likely to stop at its first possible check, and "
+                "that stop says nothing about the task. See docs/training.md, 'Early bird when fine-tuning'.",
                 self.index,
                 step,
                 distance,
