@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -459,6 +460,31 @@ def test_early_bird_default_threshold_follows_its_rule(tmp_path):
         ]
         assert stopped == bool(settled) and steps == (settled[0] if settled else min(40, len(TRAIN) // 4))
     assert seen[2][0] == []  # the last round has no next mask to watch
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_early_bird_warns_when_its_mask_was_there_before_training(tmp_path, caplog, trained):
+    model, other = fresh_model(), fresh_model(seed=1).state_dict()
+    config = IMPConfig(imp_rounds=1, early_bird=True, early_bird_interval=2, imp_seed=0)
+    manager = IMPManager(model, config, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="hf_tickets.training.imp.rounds"):
+        for rnd in manager.rounds(total_steps=4):
+            for _ in range(4 if rnd.index == 0 else 0):
+                if trained:  # "training" that replaces every weight: the magnitude mask is a new one
+                    model.load_state_dict(other)
+                manager.apply_masks()  # untrained: the weights stay θ0, so does the mask
+            rnd.finish({"eval_accuracy": 0.5})
+    first, last = manager.results["rounds"]
+    warned = [r.getMessage() for r in caplog.records if "before training" in r.getMessage()]
+    if trained:
+        # Two random inits share ~10% of their lowest 10%: ~90% of the weights to prune differ.
+        assert first["early_bird_start_distance"] > 0.8 and not warned
+    else:
+        assert first["early_bird_start_distance"] == 0.0
+        assert len(warned) == 1 and "round 0: at step 2" in warned[0] and "by only 0.000" in warned[0]
+    assert last["early_bird_start_distance"] is None  # the last round has no next mask: no check
+    saved = json.loads((tmp_path / "round_00" / "metrics.json").read_text())
+    assert saved["early_bird_start_distance"] == first["early_bird_start_distance"]
 
 
 # ------------------------------------------------------------------ Trainer

@@ -1,5 +1,6 @@
 """Structured strategies: whole heads and FFN neurons, exact slices, unit counts, cumulative rounds, IMP resume."""
 
+import json
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from transformers import BertForSequenceClassification, BertModel
 from hf_tickets import IMPConfig, IMPManager, Ticket, TicketError, prune
 from hf_tickets.core.strategies import get_strategy
 from hf_tickets.core.structured import HEAD_TARGETS, NEURON_TARGETS
+from hf_tickets.core.targets import resolve_targets
 
 HEADS, HIDDEN, FFN, LAYERS = 2, 32, 64, 2  # tests/tiny.py
 HEAD_DIM = HIDDEN // HEADS
@@ -320,3 +322,96 @@ def test_a_round_below_a_rounded_up_ticket_prunes_nothing_more():
     assert prune(model, 0.4, strategy="heads", ticket=first).sparsity == 0.5
     with pytest.raises(TicketError, match="below the ticket's 0.2500"):
         prune(model, 0.05, strategy="heads", ticket=first)  # more than half a head below: a real mistake
+
+
+# ------------------------------------------------------------- early bird (EarlyBERT)
+def test_the_unit_distance_counts_heads_and_neurons_not_weights():
+    from hf_tickets.core.strategies import weight_distance
+    from hf_tickets.core.structured import unit_distance
+
+    dense = prune(tiny_model(BertModel), 0.0)
+    masks = lambda heads=(), neurons=(): expected_masks(dense, heads, neurons)  # noqa: E731
+    previous = masks(heads=[(0, 0)], neurons=[(1, 3), (1, 4)])
+    head_moved = masks(heads=[(0, 1)], neurons=[(1, 3), (1, 4)])  # 2 units changed: 2 x 2048 weights
+    neuron_moved = masks(heads=[(0, 0)], neurons=[(1, 3), (1, 5)])  # 2 units changed: 2 x 64 weights
+    kinds = ("head", "neuron")
+    for current in (head_moved, neuron_moved):
+        # 2 units changed out of the 3 + 3 each prunes.
+        assert unit_distance(previous, current, None, kinds, num_heads=HEADS) == pytest.approx(2 / 6)
+    assert weight_distance(previous, head_moved, None) > 10 * weight_distance(previous, neuron_moved, None)
+    assert unit_distance(previous, previous, None, kinds, num_heads=HEADS) == 0.0
+    # Units the round's ticket pruned already are no decision of this round: the same share, of fewer units.
+    keep = masks(neurons=[(0, 7)])
+    before, after = (masks(heads=[(0, 0)], neurons=[(0, 7), (1, 3)]), masks(heads=[(0, 0)], neurons=[(0, 7), (1, 5)]))
+    assert unit_distance(before, after, keep, kinds, num_heads=HEADS) == pytest.approx(2 / 4)
+    # The strategies carry it (what the IMP round asks for); neurons alone need no head count.
+    assert get_strategy("heads+neurons").mask_distance(previous, neuron_moved, None, num_heads=HEADS) == 2 / 6
+    assert get_strategy("neurons").mask_distance(previous, neuron_moved, None) == pytest.approx(2 / 4)
+    assert not hasattr(get_strategy("global_magnitude"), "mask_distance")
+
+
+# 1 head (2048 weights) + 1 neuron (64) of the 16384 default targets: heads+neurons prunes exactly those two.
+ONE_HEAD_ONE_NEURON = (4 * HEAD_DIM * HIDDEN + NEURON_SIZE) / (LAYERS * 8 * HIDDEN * HIDDEN)
+
+
+def set_weakest(model, head, neuron) -> None:
+    """Every target weight 1, the given head's and neuron's 0.01: the two units a pruning step removes."""
+    base = model.bert
+    with torch.no_grad():
+        for name in resolve_targets(model, "auto"):
+            base.get_parameter(name).fill_(1.0)
+        for name, rows, cols in head_slices(*head) + neuron_slices(*neuron):
+            base.get_parameter(name)[rows, cols] = 0.01
+
+
+@pytest.mark.parametrize(
+    "weakest, stops",
+    [
+        (lambda check: ((0, 1), (1, 5)), True),  # the same head and neuron at every check: settled
+        (lambda check: ((0, 1), [(1, 5), (0, 7)][check % 2]), False),  # the weakest neuron alternates
+        (lambda check: ([(0, 1), (1, 0)][check % 2], (1, 5)), False),  # the weakest head alternates
+    ],
+)
+def test_structured_early_bird_stops_when_the_units_settle_and_not_while_they_change(tmp_path, weakest, stops):
+    model, steps = tiny_model(BertForSequenceClassification).train(), 12
+    config = IMPConfig(
+        sparsity_schedule=str(ONE_HEAD_ONE_NEURON),
+        strategy="heads+neurons",
+        early_bird=True,
+        early_bird_interval=2,
+        early_bird_patience=2,
+        early_bird_threshold=0.1,
+    )
+    manager = IMPManager(model, config, tmp_path)
+    for rnd in manager.rounds(total_steps=steps):
+        for step in range(1, steps + 1 if rnd.index == 0 else 1):
+            set_weakest(model, *weakest(step // 2))  # "training": which units are weakest at this check
+            manager.apply_masks()
+            if rnd.should_stop:
+                break
+        rnd.finish({"eval_accuracy": 0.5})
+    row = manager.results["rounds"][0]
+    head, neuron = weakest(row["train_steps"] // 2)  # the round prunes what is weakest where it stopped
+    assert pruned_units(manager.round_ticket(1)) == ({head}, {neuron})
+    # Checks at steps 2, 4, ...: a distance from the second on, recorded in the round's row.
+    distances = row["early_bird_distances"]
+    if stops:
+        assert distances == [[4, 0.0], [6, 0.0]] and row["early_bird_stopped"] and row["train_steps"] == 6
+    else:
+        # Each check swaps one unit of two: half of the units to prune changed, a head or a neuron alike.
+        assert distances == [[s, 0.5] for s in range(4, steps + 1, 2)]
+        assert not row["early_bird_stopped"] and row["train_steps"] == steps
+    assert json.loads((tmp_path / "round_00" / "metrics.json").read_text())["early_bird_distances"] == distances
+
+
+def test_counted_in_weights_a_swapped_neuron_would_have_stopped_the_round():
+    from hf_tickets.core.strategies import weight_distance
+
+    tickets = []
+    for neuron in ((1, 5), (0, 7)):
+        model = tiny_model(BertForSequenceClassification)
+        set_weakest(model, (0, 1), neuron)
+        tickets.append(prune(model, ONE_HEAD_ONE_NEURON, strategy="heads+neurons"))
+    assert pruned_units(tickets[0]) == ({(0, 1)}, {(1, 5)}) and pruned_units(tickets[1]) == ({(0, 1)}, {(0, 7)})
+    # 2 x 64 of the 2 x 2112 weights to prune: 3%, under the threshold, though a unit of two changed.
+    assert weight_distance(tickets[0].masks, tickets[1].masks, None) == pytest.approx(128 / 4224)

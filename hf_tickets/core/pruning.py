@@ -10,7 +10,7 @@ from hf_tickets.core.collectives import broadcast_object, masks_from_main
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.provenance import base_model_origin
 from hf_tickets.core.shards import full_weight
-from hf_tickets.core.strategies import check_strategy_options, get_strategy, num_to_prune
+from hf_tickets.core.strategies import check_strategy_options, get_strategy, mask_distance_of, num_to_prune
 from hf_tickets.core.structured import num_heads_of
 from hf_tickets.core.targets import TargetSpec, base_model_of, resolve_targets, unwrap_model
 from hf_tickets.core.ticket import Ticket, TicketConfig
@@ -81,3 +81,14 @@ def prune(
         )
         new_ticket.config.base_model, new_ticket.config.base_model_revision = origin.repo_id, origin.revision
     return new_ticket
+
+
+def mask_distance(model: nn.Module, strategy: str, previous: Ticket, current: Ticket, ticket: Ticket) -> float:
+    """Early bird's distance between two tickets ``strategy`` made from ``ticket`` at two moments of a round.
+
+    In [0, 1]: the share of the round's pruning decisions that changed, counted in the strategy's own
+    terms (weights; heads and neurons for the structured strategies). ``model`` only supplies the head count.
+    """
+    strategy_fn = get_strategy(strategy)
+    options = {"num_heads": num_heads_of(model)} if getattr(strategy_fn, "needs_num_heads", False) else {}
+    return mask_distance_of(strategy_fn)(previous.masks, current.masks, ticket.masks, **options)

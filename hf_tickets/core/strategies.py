@@ -3,6 +3,10 @@
 ``weights`` maps names to tensors, ``keep`` is the previous mask (None for a dense model; what
 it pruned stays pruned) and ``sparsity`` is the overall fraction to have pruned afterwards.
 Every strategy prunes exactly ``round(sparsity * n)`` of the ``n`` weights.
+
+Early bird compares the masks a strategy would produce at two moments of one round with the
+strategy's ``mask_distance`` attribute if it has one (whole-unit strategies count units,
+``hf_tickets.core.structured.unit_distance``), else :func:`weight_distance`.
 """
 
 from __future__ import annotations
@@ -60,6 +64,35 @@ def _same_kind(value: object, default: object) -> bool:
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         return isinstance(value, int) if isinstance(default, int) else isinstance(value, (int, float))
     return default is None or isinstance(value, type(default))
+
+
+def decision_distance(changed: int, new_in_previous: int, new_in_current: int) -> float:
+    """The share of a round's pruning decisions two candidate masks disagree on, in [0, 1].
+
+    ``changed``: items (weights or units) pruned by exactly one of them; ``new_in_*``: items each prunes
+    that the round's ticket did not. What the ticket pruned before is the same in both, so it is no
+    decision; 0 when neither prunes anything new.
+    """
+    decided = new_in_previous + new_in_current
+    return changed / decided if decided else 0.0
+
+
+def weight_distance(previous: Masks, current: Masks, keep: Masks | None) -> float:
+    """Early bird's distance between two candidate keep-masks of a round whose ticket is ``keep``, in weights.
+
+    ``|A Δ B| / (|A| + |B|)`` over the weights each prunes anew: the share of the weights to prune that changed
+    (both prune as many, so it is also 1 - the overlap of the two pruned sets).
+    """
+    before = 0 if keep is None else sum(count_pruned(m) for m in keep.values())
+    changed = sum(int(torch.count_nonzero(m ^ current[n])) for n, m in previous.items())
+    new_previous = sum(count_pruned(m) for m in previous.values()) - before
+    new_current = sum(count_pruned(m) for m in current.values()) - before
+    return decision_distance(changed, new_previous, new_current)
+
+
+def mask_distance_of(strategy: Strategy) -> Callable[..., float]:
+    """How early bird compares two of ``strategy``'s masks: its own ``mask_distance``, else in weights."""
+    return getattr(strategy, "mask_distance", weight_distance)
 
 
 def num_to_prune(weights: Mapping[str, torch.Tensor], sparsity: float) -> int:

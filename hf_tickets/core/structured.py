@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from hf_tickets.core.errors import TicketError
-from hf_tickets.core.strategies import Masks, num_to_prune, register_strategy
+from hf_tickets.core.strategies import Masks, decision_distance, num_to_prune, register_strategy
 from hf_tickets.core.targets import unwrap_model
 
 #: ``targets=`` for head strategies: sparsity is then the fraction of heads pruned.
@@ -257,13 +257,45 @@ def _next_row(queues, done) -> list:
     return row if all(queues[g] for g in row) else []
 
 
+# --------------------------------------------------------------------------- early bird
+def _pruned_units(masks: Mapping[str, torch.Tensor], layers: list[list[Unit]]) -> torch.Tensor:
+    """One flag per unit (layer order, then kind, then index): True = every weight of it is pruned."""
+    flags = []
+    for units in layers:
+        for kind in dict.fromkeys(u.kind for u in units):
+            flags.append(group_sums([u for u in units if u.kind == kind], masks, absolute=False) == 0)
+    return torch.cat(flags)
+
+
+def unit_distance(
+    previous: Masks, current: Masks, keep: Masks | None, kinds: tuple[str, ...], num_heads: int | None = None
+) -> float:
+    """EarlyBERT's early-bird distance (Chen et al. 2021): the head/neuron masks compared unit by unit.
+
+    The Hamming distance between the two masks' pruned units (a head and a neuron count one each,
+    whatever their sizes), over the units each prunes anew (not ``keep``'s): the share of the units to
+    prune that changed, as :func:`hf_tickets.core.strategies.weight_distance` is for weights. Pure.
+    """
+    layers = units_of(current, kinds, num_heads)
+    was = torch.zeros(sum(len(units) for units in layers), dtype=torch.bool)
+    if keep is not None:
+        was = _pruned_units(keep, layers)
+    before, after = _pruned_units(previous, layers), _pruned_units(current, layers)
+    changed = int((before ^ after).sum())
+    return decision_distance(changed, int((before & ~was).sum()), int((after & ~was).sum()))
+
+
 # ---------------------------------------------------------------------------- strategies
 def _structured(kinds: tuple[str, ...], layerwise: bool):
     def strategy(weights: Mapping[str, torch.Tensor], keep: Masks | None, sparsity: float, num_heads=None) -> Masks:
         return _prune_units(weights, keep, sparsity, units_of(weights, kinds, num_heads), layerwise)
 
+    def mask_distance(previous: Masks, current: Masks, keep: Masks | None, num_heads=None) -> float:
+        return unit_distance(previous, current, keep, kinds, num_heads)
+
     strategy.needs_num_heads = "head" in kinds  # prune() then passes model.config.num_attention_heads
     strategy.whole_units = True  # prune() lets it judge a sparsity a little below the ticket's (rounding)
+    strategy.mask_distance = mask_distance  # early bird counts changed units, not weights (EarlyBERT)
     return strategy
 
 

@@ -86,7 +86,7 @@ class IMPConfig:
         default=0.1,
         metadata={
             "help": "Early-bird: 'unchanged' = less than this share of the weights to prune changed since the "
-            "last check."
+            "last check (of the heads and neurons to prune, for a structured strategy: EarlyBERT)."
         },
     )
     early_bird_patience: int = field(

@@ -4,7 +4,12 @@ A row is flat, so ``hf_tickets.hub.cards`` and ``hf_tickets.hub.plots`` read it 
 
     {"round": 2, "sparsity": 0.19, "baseline": None, "eval_accuracy": 0.93, ..., "train_time_s": 41.2,
      "train_steps": 600, "planned_steps": 600, "early_bird_stopped": False, "early_bird_steps_saved": 0,
-     "ticket": "round_02/ticket"}
+     "ticket": "round_02/ticket", "early_bird_distances": [[10, 0.31], [20, 0.08]], "early_bird_start_distance": 0.4}
+
+``early_bird_distances`` is the early-bird curve, ``[step, distance]`` at every check after the
+first (empty without early bird), ``early_bird_start_distance`` the first check's distance to the mask of
+the round's starting weights (None without a check): in ``results.json`` and the round's
+``metrics.json``, not CSV columns.
 
 The matching ticket (the paper, section 3) is the highest-sparsity round whose score is within a
 tolerance of the full model's (round 0): one standard deviation over seeds in the paper. Here the
@@ -39,14 +44,19 @@ TRAILING_KEYS = (
     "ticket",
 )
 REFERENCE_KEYS = ("full_score", "full_std")
+#: Early-bird detail: JSON only (not CSV columns, not metrics).
+EARLY_BIRD_KEYS = ("early_bird_distances", "early_bird_start_distance")
+BOOKKEEPING_KEYS = (*TRAILING_KEYS, *REFERENCE_KEYS, *EARLY_BIRD_KEYS)
 
 
 def make_row(
     round_index: int, sparsity: float, baseline: str | None, metrics: Mapping[str, Any], **bookkeeping
 ) -> dict:
     row: dict[str, Any] = {"round": round_index, "sparsity": sparsity, "baseline": baseline}
-    row.update({k: _plain(v) for k, v in metrics.items() if k not in (*LEADING_KEYS, *TRAILING_KEYS, *REFERENCE_KEYS)})
+    row.update({k: _plain(v) for k, v in metrics.items() if k not in (*LEADING_KEYS, *BOOKKEEPING_KEYS)})
     row.update({k: bookkeeping.get(k) for k in TRAILING_KEYS})
+    row["early_bird_distances"] = [list(point) for point in bookkeeping.get("early_bird_distances") or ()]
+    row["early_bird_start_distance"] = bookkeeping.get("early_bird_start_distance")
     return row
 
 
@@ -122,7 +132,7 @@ def metric_keys(rows: Sequence[Mapping]) -> list[str]:
     """
     keys: list[str] = []
     for row in rows:
-        keys += [k for k in row if k not in (*LEADING_KEYS, *TRAILING_KEYS, *REFERENCE_KEYS) and k not in keys]
+        keys += [k for k in row if k not in (*LEADING_KEYS, *BOOKKEEPING_KEYS) and k not in keys]
     return keys
 
 
@@ -141,7 +151,7 @@ def is_metric(key: str, value: Any = 0.0) -> bool:
     Trainer run statistics (``epoch``, ``total_flos``, ``*_runtime``, ``*_per_second``) and not
     ``combined_score`` (the stock run_glue's mean of the other scores). ``eval_loss`` is a score.
     """
-    if not _is_number(value) or key in (*LEADING_KEYS, *TRAILING_KEYS, *REFERENCE_KEYS):
+    if not _is_number(value) or key in (*LEADING_KEYS, *BOOKKEEPING_KEYS):
         return False
     if key.startswith("train_") or key.endswith(_RUN_STATISTIC_SUFFIXES):
         return False

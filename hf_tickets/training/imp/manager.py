@@ -25,7 +25,7 @@ from transformers import set_seed
 
 from hf_tickets.core.collectives import broadcast_object, is_main_process, on_main
 from hf_tickets.core.errors import TicketError
-from hf_tickets.core.pruning import prune
+from hf_tickets.core.pruning import mask_distance, prune
 from hf_tickets.core.shards import full_state_dict, full_weight, load_full_state_dict
 from hf_tickets.core.targets import unwrap_model
 from hf_tickets.core.ticket import FINGERPRINT_MIN_SIMILARITY, MASKS_FILE, Ticket
@@ -324,7 +324,9 @@ class IMPManager:
             on_finish=self._finish,
             on_rewind_step=self._capture_rewind,
             candidate_ticket=lambda rnd: self._next_ticket(rnd.ticket, rnd.next_sparsity, rnd.index),
+            mask_distance=lambda rnd, old, new: mask_distance(self.model, config.strategy, old, new, rnd.ticket),
         )
+        self._round.begin()
         return self._round
 
     def _next_ticket(self, ticket: Ticket, sparsity: float, index: int) -> Ticket:
@@ -377,6 +379,8 @@ class IMPManager:
             planned_steps=planned,
             early_bird_stopped=rnd.should_stop,
             early_bird_steps_saved=saved,
+            early_bird_distances=rnd.early_bird_distances,
+            early_bird_start_distance=rnd.early_bird_start_distance,
             ticket=str(Path(rnd.output_dir.name) / TICKET_DIR),
         )
         stop = rnd.index > 0 and self.config.stop_when_not_matching and not self.summary.matches(row)

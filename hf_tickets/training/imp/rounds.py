@@ -1,8 +1,8 @@
 """``IMPRound``: one round of an IMP run, as the training loop sees it, and its early-bird check.
 
 The round knows what it trains (``ticket``, ``sparsity``, where it saves) and counts optimizer
-steps; what happens at its end (pruning, saving) and how the next mask would look (for early-bird)
-belong to the manager, which hands them in as two functions.
+steps; what happens at its end (pruning, saving), how the next mask would look and how far two such
+masks lie apart (for early-bird) belong to the manager, which hands them in as functions.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from hf_tickets.core.ticket import Ticket
 from hf_tickets.training.imp.run_state import CHECKPOINT_DIR
@@ -41,6 +39,7 @@ class IMPRound:
         on_finish: Callable[..., None],
         on_rewind_step: Callable[[], None],
         candidate_ticket: Callable[[IMPRound], Ticket],
+        mask_distance: Callable[[IMPRound, Ticket, Ticket], float],
     ):
         self.index, self.ticket, self.sparsity = index, ticket, ticket.sparsity
         self.next_sparsity = next_sparsity
@@ -52,7 +51,12 @@ class IMPRound:
         self.finished = False
         self.started_at = time.perf_counter()
         self._on_finish, self._on_rewind_step, self._candidate_ticket = on_finish, on_rewind_step, candidate_ticket
+        self._mask_distance = mask_distance
         self._early_bird_last: Ticket | None = None
+        # The mask of the weights the round starts from, and the first check's distance to it: early bird's
+        # premise is that training shapes the mask; near 0 here, the mask was there before training.
+        self._early_bird_start: Ticket | None = None
+        self.early_bird_start_distance: float | None = None
 
     @property
     def is_last(self) -> bool:
@@ -68,6 +72,11 @@ class IMPRound:
         """Record ``metrics``, prune to the next sparsity and save the round (metrics.json last)."""
         self._on_finish(self, dict(metrics), train_steps, planned_steps, train_time_s)
 
+    def begin(self) -> None:
+        """Before the first step: the mask pruning would give from the starting weights, for early bird."""
+        if self.config.early_bird and not self.is_last:
+            self._early_bird_start = self._candidate_ticket(self)
+
     def step_completed(self, step: int) -> bool:
         """Optimizer step ``step`` is done: capture θ_i, run early-bird checks. True = stop the round."""
         self.steps = step
@@ -79,15 +88,17 @@ class IMPRound:
         return self.should_stop
 
     def _early_bird_check(self, step: int) -> None:
-        """Stop once the mask pruning would give now has changed little over the last checks (You et al. 2020)."""
+        """Stop once the mask pruning would give now has changed little over the last checks (You et al. 2020).
+
+        The distance is the strategy's: the share of the weights to prune that changed, or of the heads and
+        neurons for a structured strategy (EarlyBERT, Chen et al. 2021).
+        """
         config = self.config
         candidate = self._candidate_ticket(self)
+        if self._early_bird_start is not None:
+            self._compare_with_start(step, candidate)
         if self._early_bird_last is not None:
-            changed = sum(
-                int(torch.count_nonzero(m ^ candidate.masks[n])) for n, m in self._early_bird_last.masks.items()
-            )
-            deciding = candidate.num_pruned - self.ticket.num_pruned  # weights this round's pruning removes
-            distance = changed / (2 * deciding) if deciding else 0.0
+            distance = self._mask_distance(self, self._early_bird_last, candidate)
             self.early_bird_distances.append((step, distance))
             recent = [d for _, d in self.early_bird_distances[-config.early_bird_patience :]]
             if len(recent) == config.early_bird_patience and max(recent) < config.early_bird_threshold:
@@ -99,3 +110,20 @@ class IMPRound:
                     ", ".join(f"{d:.3f}" for d in recent),
                 )
         self._early_bird_last = candidate
+
+    def _compare_with_start(self, step: int, candidate: Ticket) -> None:
+        """Warn when the first check's mask is already that of the starting weights (measured on MiniLM/SST-2:
+        fine-tuning moved MiniLM's weights by 1.6% in a round, so the magnitude mask barely changes in a round)."""
+        distance = self._mask_distance(self, self._early_bird_start, candidate)
+        self.early_bird_start_distance, self._early_bird_start = distance, None
+        if distance < self.config.early_bird_threshold:
+            logger.warning(
+                "IMP round %d: at step %d the mask early bird watches differs from the mask of the round's starting "
+                "weights by only %.3f (threshold %g): it was there before training (fine-tuning a pre-trained "
+                "model barely moves its weights), so early bird is likely to stop at its first possible check, and "
+                "that stop says nothing about the task. See docs/training.md, 'Early bird when fine-tuning'.",
+                self.index,
+                step,
+                distance,
+                self.config.early_bird_threshold,
+            )
