@@ -21,6 +21,7 @@ import argparse
 import collections
 import dataclasses
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -421,8 +422,10 @@ class Reproduction:
         if self.claim_runs is not None:
             yield from self.claim_runs.steps()
 
-    def run(self) -> None:
+    def run(self, only: list[str] | None = None) -> None:
         for label, step in self.steps():
+            if only and not any(text in label for text in only):
+                continue
             start, cpu_start = time.perf_counter(), time.process_time()
             logger.info("== %s", label)
             step()
@@ -466,11 +469,14 @@ def add_timing(results_dir: Path, label: str, wall_s: float, cpu_s: float) -> No
     """``timings.json``: wall and CPU seconds per run, summed over resumptions (a run may span sessions)."""
     from hf_tickets.core.atomic_files import atomic_write_json
 
-    timings = read_json(results_dir / TIMINGS_FILE) or {}
-    entry = timings.setdefault(label, {"wall_s": 0.0, "cpu_s": 0.0})
-    entry["wall_s"] = round(entry["wall_s"] + wall_s, 1)
-    entry["cpu_s"] = round(entry["cpu_s"] + cpu_s, 1)
-    atomic_write_json(results_dir / TIMINGS_FILE, timings)
+    # Two processes (--only) may finish runs at once: the read-modify-write is under a lock.
+    with open(results_dir / (TIMINGS_FILE + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        timings = read_json(results_dir / TIMINGS_FILE) or {}
+        entry = timings.setdefault(label, {"wall_s": 0.0, "cpu_s": 0.0})
+        entry["wall_s"] = round(entry["wall_s"] + wall_s, 1)
+        entry["cpu_s"] = round(entry["cpu_s"] + cpu_s, 1)
+        atomic_write_json(results_dir / TIMINGS_FILE, timings)
 
 
 def subset(dataset, size: int, seed: int):
@@ -514,6 +520,12 @@ def parse_args(argv=None):
         "--smoke", action="store_true", help="toy sizes, 2 tasks, < 10 minutes; writes into results/smoke/"
     )
     parser.add_argument("--report", action="store_true", help="only rebuild the report from the existing runs")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="run only the steps whose label contains one of these comma-separated texts (e.g. 'stsb'), so a "
+        "second process can take other runs on the second core; runs in use by another process are refused",
+    )
     parser.add_argument(
         "--results_dir", type=Path, default=None, help="default: benchmarks/results (smoke: results/smoke)"
     )
@@ -569,7 +581,7 @@ def main(argv=None) -> int:
     write_settings(settings, results_dir, claims)
     start = time.perf_counter()
     repro = Reproduction(settings, results_dir, claims)
-    repro.run()
+    repro.run(only=args.only.split(",") if args.only else None)
     summary = repro.report()
     print("\n".join(summary["findings"]))
     print(f"done in {time.perf_counter() - start:.0f} s; report in {results_dir}/")

@@ -592,3 +592,18 @@ def test_squad_split_by_article_shares_no_context(tmp_path):
     assert len(titles[1]) == 2 and not titles[0] & titles[1] and titles[0] | titles[1] == {f"a{i}" for i in range(8)}
     again = reproduce_claims.split_squad_by_article(source, tmp_path / "again", eval_share=0.25, seed=0)
     assert again[1].read_text() == dev.read_text()  # fixed seed: the same split in every session
+
+
+def test_only_runs_the_steps_it_names_so_a_second_process_can_take_others(tmp_path, monkeypatch):
+    repro = reproduce.Reproduction(SETTINGS, tmp_path)
+    ran = []
+    monkeypatch.setattr(repro, "steps", lambda: iter([(lab, lambda lab=lab: ran.append(lab)) for lab in LABELS]))
+    monkeypatch.setattr(repro, "report", lambda: None)
+    repro.run(only=["stsb", "mlm imp"])
+    assert ran == ["stsb imp", "transfer mlm -> stsb", "mlm imp"]
+    ran.clear()
+    repro.run()
+    assert ran == LABELS
+
+
+LABELS = ["cola imp", "stsb imp", "transfer mlm -> stsb", "mlm imp", "sst2 imp"]
