@@ -129,15 +129,17 @@ def test_a_heads_and_neurons_search_exports_whole_units_and_a_shrunk_model_that_
 
 
 def test_a_transfer_of_a_structured_ticket_shrinks_to_a_stock_config(tiny_base, sst2, tmp_path):
-    ticket = hf_tickets.prune(BertForMaskedLM.from_pretrained(tiny_base), 0.4, strategy="layerwise_neurons")
+    # heads+neurons prunes a head and unequal layers: fully shrunk, that would need the modeling file
+    ticket = hf_tickets.prune(BertForMaskedLM.from_pretrained(tiny_base), 0.45, strategy="heads+neurons")
+    assert ("head", "pruned") in unit_states(ticket)
     ticket.save_pretrained(tmp_path / "ticket")
     out = tmp_path / "out"
     args = ["--max_steps", "4", "--ticket", str(tmp_path / "ticket"), "--shrink", "--shrink_stock_config"]
     run_glue.main(glue(tiny_base, sst2, out, *args))
     assert not (out / "shrunk" / MODELING_FILE).exists()  # a stock config: plain from_pretrained
     config = json.loads((out / "shrunk" / "config.json").read_text())
-    assert "auto_map" not in config and config["intermediate_size"] < 64
-    assert config[RECORD_KEY]["zero_neurons_left"] == 0  # layerwise: the same number in every layer
+    assert "auto_map" not in config and not config.get("pruned_heads") and config["intermediate_size"] < 64
+    assert config[RECORD_KEY]["zero_neurons_left"] > 0  # the layers' extra pruned neurons stay as zeros
     shrunk_matches_masked(out, tmp_path)
 
 
@@ -163,6 +165,7 @@ def test_a_weights_ticket_with_shrink_is_refused_before_training(tiny_base, sst2
         (["--ticket_granularity", "neurons", "--baseline", "random_pruning"], "random single weights"),
         (["--ticket_granularity", "neurons", "--shrink", "--imp_rounds", "0"], "--shrink needs a ticket"),
         (["--ticket_granularity", "neurons", "--shrink_stock_config"], "only applies with --shrink"),
+        (["--ticket_granularity", "neurons", "--shrink", "--do_train", "false"], "it needs --do_train"),
     ],
 )
 def test_contradictory_flags_are_refused_at_parse_time_naming_them(tmp_path, extra, message):
