@@ -1,6 +1,7 @@
 """Structured tickets through the recipes: --ticket_granularity chooses what a round prunes, --shrink writes
 the physically smaller model beside the exported sparse one (issue 18)."""
 
+import dataclasses
 import json
 import logging
 import sys
@@ -175,7 +176,7 @@ def test_contradictory_flags_are_refused_at_parse_time_naming_them(tmp_path, ext
 
 
 def test_granularity_chooses_strategy_and_targets_unless_given():
-    assert (IMPConfig().strategy, IMPConfig().targets, IMPConfig().ticket_granularity) == (
+    assert (IMPConfig().strategy, IMPConfig().targets, IMPConfig().granularity) == (
         "global_magnitude",
         "auto",
         "weights",
@@ -184,8 +185,15 @@ def test_granularity_chooses_strategy_and_targets_unless_given():
     assert (heads.strategy, heads.targets) == ("heads", HEAD_TARGETS)  # sparsity = fraction of heads
     neurons = IMPConfig(ticket_granularity="neurons", strategy="layerwise_neurons")
     assert (neurons.strategy, neurons.targets) == ("layerwise_neurons", NEURON_TARGETS)
-    assert IMPConfig(strategy="layerwise_heads").ticket_granularity == "heads"  # read back from the strategy
+    # --strategy alone: its granularity, with prune()'s default targets (as before --ticket_granularity)
+    alone = IMPConfig(strategy="layerwise_heads")
+    assert (alone.granularity, alone.ticket_granularity, alone.targets) == ("heads", None, "auto")
     assert IMPConfig(ticket_granularity="heads", targets="auto").targets == "auto"  # explicit targets stay
+    # A resolved config takes another strategy (the benchmarks' dataclasses.replace); an explicit granularity holds.
+    assert dataclasses.replace(IMPConfig(), strategy="heads+neurons").granularity == "heads+neurons"
+    assert dataclasses.replace(heads, strategy="layerwise_heads").targets == HEAD_TARGETS
+    with pytest.raises(TicketError, match="--ticket_granularity heads contradicts --strategy neurons"):
+        dataclasses.replace(heads, strategy="neurons")
 
 
 def test_heads_at_the_default_target_sparsity_fit_a_12_head_model_and_fail_early_on_2_heads(tiny_base, sst2, tmp_path):

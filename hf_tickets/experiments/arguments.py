@@ -227,7 +227,7 @@ class TicketArguments:
                 "--shrink needs a ticket: a search (--imp_rounds other than 0) or --ticket; a dense fine-tune "
                 "has nothing pruned to remove"
             )
-        if search.ticket_granularity == "weights":
+        if search.granularity == "weights":
             raise TicketError(
                 f"--shrink removes whole heads and FFN neurons, but --ticket_granularity weights (--strategy "
                 f"{search.strategy}) prunes single weights: nothing to remove. Pass --ticket_granularity heads, "

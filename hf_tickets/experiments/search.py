@@ -134,7 +134,7 @@ def check_reachable(model, config: IMPConfig) -> None:
         prune(model, last, strategy=config.strategy, targets=config.targets)
     except TicketError as err:
         raise TicketError(
-            f"--ticket_granularity {config.ticket_granularity} (--strategy {config.strategy}, --targets "
+            f"--ticket_granularity {config.granularity} (--strategy {config.strategy}, --targets "
             f"{config.targets}) cannot reach the last round's sparsity {last:g} (--target_sparsity or "
             f"--sparsity_schedule): {err}"
         ) from None

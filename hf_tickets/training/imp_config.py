@@ -78,7 +78,7 @@ class IMPConfig:
             "help": "What a round prunes: single weights (the paper's), whole attention heads, whole FFN neurons, or "
             "both. Chooses --strategy (weights: global_magnitude; else the structured strategy of that name) unless "
             "given; with heads or neurons, --targets defaults to those units' matrices, so --target_sparsity is the "
-            "fraction of heads or neurons pruned. Default: the strategy's (weights).",
+            "fraction of heads or neurons pruned. Default: what --strategy prunes (weights).",
             "choices": list(GRANULARITIES),
         },
     )
@@ -164,10 +164,10 @@ class IMPConfig:
             )
         if self.baseline == "standard_pruning" and self.rewind != "init":
             raise TicketError("standard_pruning never rewinds: leave rewind='init', rewind_steps=0")
-        if self.baseline == "random_pruning" and self.ticket_granularity != "weights":
+        if self.baseline == "random_pruning" and self.granularity != "weights":
             raise TicketError(
                 f"baseline='random_pruning' prunes random single weights: it has no --ticket_granularity "
-                f"{self.ticket_granularity} version (--strategy {self.strategy})"
+                f"{self.granularity} version (--strategy {self.strategy})"
             )
         if self.early_bird and self.baseline in ("random_pruning", "random_reinit"):
             raise TicketError(
@@ -186,24 +186,31 @@ class IMPConfig:
                 raise TicketError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def _resolve_granularity(self) -> None:
-        """Fill strategy and targets from ticket_granularity (or granularity from strategy); refuse a contradiction."""
+        """Fill strategy and targets from ticket_granularity; refuse a strategy of another granularity.
+
+        ticket_granularity stays as given (None: not asked for), so ``dataclasses.replace(config, strategy=...)``
+        works on a resolved config; ``granularity`` is what the strategy prunes either way.
+        """
         given = self.ticket_granularity
         if given is not None and given not in GRANULARITIES:
             raise TicketError(f"unknown ticket_granularity {given!r}; choose one of {', '.join(GRANULARITIES)}")
         if self.strategy is None:
             self.strategy = GRANULARITY_DEFAULTS[given or "weights"][0]
         get_strategy(self.strategy)
-        granularity = granularity_of(self.strategy)
-        if given is not None and given != granularity:
+        if given is not None and given != self.granularity:
             fitting = [name for name in sorted(STRATEGIES) if granularity_of(name) == given]
             raise TicketError(
                 f"--ticket_granularity {given} contradicts --strategy {self.strategy}, which prunes "
-                f"{'single weights' if granularity == 'weights' else 'whole ' + granularity}: leave --strategy out "
-                f"or pass one of {', '.join(fitting)}"
+                f"{'single weights' if self.granularity == 'weights' else 'whole ' + self.granularity}: leave "
+                f"--strategy out or pass one of {', '.join(fitting)}"
             )
-        self.ticket_granularity = granularity
-        if self.targets is None:
-            self.targets = GRANULARITY_DEFAULTS[granularity][1]
+        if self.targets is None:  # --strategy alone keeps prune()'s default targets, as before the granularity
+            self.targets = GRANULARITY_DEFAULTS[given][1] if given else "auto"
+
+    @property
+    def granularity(self) -> str:
+        """What a round prunes: ``"weights"``, ``"heads"``, ``"neurons"`` or ``"heads+neurons"`` (from the strategy)."""
+        return granularity_of(self.strategy)
 
     def schedule(self) -> list[float]:
         """Sparsity of every round, round 0 (0.0) first."""
