@@ -1,6 +1,6 @@
 """A small plain-loop IMP run (Accelerate), for tests/test_imp.py to kill, resume and launch on 2 ranks.
 
-    python tests/imp_kill_script.py OUT_DIR [--rounds 4] [--steps 60] [--baseline none] [--probe DIR]
+    python tests/imp_kill_script.py OUT_DIR [--rounds 4] [--steps 60] [--baseline none] [--strategy S] [--probe DIR]
                                     [--trainer --save_steps 4 --logging_steps 2] [--kill_at POINT] [--hold]
 
 The encoder ("pre-trained" θ0) is the same in every process; the classification head is
@@ -12,7 +12,7 @@ Trainer (``run_with_trainer``) instead of the plain loop. ``--kill_at`` makes th
 at a chosen moment (a real kill: no cleanup runs): ``step:R:S`` at the end of step S of round R
 (Trainer), ``train_end:R`` once round R's Trainer has finished (its last checkpoint written, its
 metrics.json not yet), ``summary:R`` just before ``results.json`` is renamed into place after round
-R's ``metrics.json`` was written.
+R's ``metrics.json`` was written. ``--strategy`` is IMPConfig's (e.g. ``heads+neurons``: a structured run).
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--baseline", default="none")
+    parser.add_argument("--strategy", default=None, help="IMPConfig.strategy (default: global_magnitude)")
     parser.add_argument("--probe", default=None)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--head_seed", type=int, default=0)
@@ -129,7 +130,7 @@ def main() -> None:
         assert isinstance(model, torch.nn.parallel.DistributedDataParallel), type(model)
     eval_ids, eval_labels = token_five_data(256, seed=1).tensors
 
-    config = IMPConfig(imp_rounds=args.rounds, baseline=args.baseline, imp_seed=0)
+    config = IMPConfig(imp_rounds=args.rounds, baseline=args.baseline, strategy=args.strategy, imp_seed=0)
     if args.trainer:
         run_trainer(model, config, args, train_data, token_five_data(256, seed=1))
         return

@@ -430,3 +430,31 @@ def test_glue_recipe_imp_search_on_two_processes(tmp_path):
     assert all(0.5 < r["train_loss"] < 0.9 for r in results["rounds"])
     found = hf_tickets.Ticket.from_pretrained(out)  # the exported ticket (beside its model) is one of the rounds
     assert any(found.equals(hf_tickets.Ticket.from_pretrained(out / f"round_{i:02d}" / "ticket")) for i in range(3))
+
+
+@pytest.mark.slow
+def test_glue_recipe_structured_search_shrinks_once_on_two_processes(tmp_path):
+    from tiny import tiny_checkpoint, write_sst2
+    from transformers import AutoModelForSequenceClassification
+
+    base = tiny_checkpoint(tmp_path / "model")
+    train, dev = write_sst2(tmp_path / "sst2")
+    out = tmp_path / "out"
+    done = launch(
+        RECIPES / "run_glue.py",
+        "--model_name_or_path", base, "--task_name", "sst2", "--train_file", train, "--validation_file", dev,
+        "--output_dir", out, "--max_steps", "4", "--sparsity_schedule", "0.3", "--ticket_granularity", "neurons",
+        "--shrink", "--do_train", "--do_eval", "--use_cpu", "--report_to", "none",
+        "--per_device_train_batch_size", "4", "--max_seq_length", "32", "--save_strategy", "no", "--seed", "0",
+        launcher="accelerate-multi",
+        timeout=300,
+    )  # fmt: skip
+    assert json.loads((out / "results.json").read_text())["world_size"] == 2
+    # Both ranks finish (the main process alone shrinks, between the export and its barrier) and it is logged once.
+    assert done.stdout.count("shrunk model in") == 1
+    masked = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    shrunk = AutoModelForSequenceClassification.from_pretrained(out / "shrunk", trust_remote_code=True).eval()
+    assert sum(p.numel() for p in shrunk.parameters()) < sum(p.numel() for p in masked.parameters())
+    ids = torch.randint(1000, 2000, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(shrunk(input_ids=ids).logits, masked(input_ids=ids).logits, rtol=1e-5, atol=1e-5)

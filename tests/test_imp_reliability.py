@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 from imp_kill_script import DictData, token_five_data
+from safetensors.torch import load_file
 from tiny import tiny_model
 from transformers import BertForSequenceClassification, Trainer, TrainingArguments
 
 from hf_tickets.core.errors import TicketError
+from hf_tickets.core.structured import units_of
+from hf_tickets.core.ticket import Ticket
 from hf_tickets.training.imp import IMPConfig, IMPManager
 from hf_tickets.training.imp.run_state import LOCK_FILE, OutputDirLock
 
@@ -85,6 +88,36 @@ def test_a_round_resumed_from_its_checkpoint_records_what_the_whole_round_did(tm
     assert (
         json.loads((killed / f"round_{index:02d}" / "metrics.json").read_text())["train_loss"] == b[index]["train_loss"]
     )
+
+
+# A structured run (issue 18): the kill lands in round 1, after its checkpoint at step 4; round 2's masks are
+# pruned from the weights round 1 ends with, which the resumed round must reproduce bit for bit.
+def test_a_killed_structured_run_resumes_with_identical_masks_in_every_round(tmp_path):
+    structured = ("--trainer", "--rounds", "2", "--steps", "8", "--save_steps", "4", "--strategy", "heads+neurons")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run(script(whole, *structured))
+    run(script(killed, *structured, "--kill_at", "step:1:5"), expect_kill=True)
+    assert not (killed / "round_01" / "metrics.json").exists() and not (killed / "round_02").exists()
+    resumed = run(script(killed, *structured))
+    assert "resuming from" in resumed.stderr
+
+    pruned = []
+    for index in range(3):
+        masks = f"round_{index:02d}/ticket/ticket_masks.safetensors"
+        a, b = load_file(whole / masks), load_file(killed / masks)
+        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"round {index}"
+        ticket = Ticket.from_pretrained(killed / f"round_{index:02d}" / "ticket")
+        assert ticket.config.strategy == "heads+neurons"
+        views = [
+            v for layer in units_of(ticket.masks, ("head", "neuron"), 2) for u in layer for v in u.views(ticket.masks)
+        ]
+        assert all(bool(v.all()) or not v.any() for v in views)  # whole units only
+        pruned.append(ticket.num_pruned)
+    assert pruned[0] == 0 < pruned[1] < pruned[2]
+    # What round 2 was pruned from: round 1's trained weights, the same bit for bit after the resume.
+    trained = "round_01/checkpoints/checkpoint-8/model.safetensors"
+    a, b = load_file(whole / trained), load_file(killed / trained)
+    assert all(torch.equal(a[n], b[n]) for n in a)
 
 
 # ------------------------------------------ item 3: summary from the rounds

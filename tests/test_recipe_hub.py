@@ -58,3 +58,16 @@ def test_a_dense_run_pushes_once_at_the_end(hub_server, tiny_base, tmp_path):
     assert not any(f.startswith("checkpoint") for f in files)
     assert len(api.list_repo_commits(repo)) == 2  # the repo's creation and the final push
     AutoModelForSequenceClassification.from_pretrained(repo, cache_dir=tmp_path / "dl")
+
+
+def test_a_structured_search_with_shrink_pushes_the_sparse_model_not_the_shrunk_one(hub_server, tiny_base, tmp_path):
+    # output_dir/shrunk has other shapes than the base model and its own code: the repo stays one sparse-model repo
+    repo = "test-user/sst2-neurons"
+    extra = ("--sparsity_schedule", "0.3", "--ticket_granularity", "neurons", "--shrink")
+    run_glue.main(args(tiny_base, tmp_path, *extra, "--push_to_hub", "--hub_model_id", repo))
+    assert (tmp_path / "out" / "shrunk" / "model.safetensors").is_file()
+    files = {f.path for f in HfApi().list_repo_tree(repo, recursive=True)}
+    assert {"model.safetensors", "ticket_masks.safetensors", "tokenizer.json", "README.md"} <= files
+    assert not any(f.startswith(("shrunk", "round_", "checkpoint")) for f in files)
+    AutoModelForSequenceClassification.from_pretrained(repo, cache_dir=tmp_path / "dl")
+    assert hf_tickets.Ticket.from_pretrained(repo, cache_dir=tmp_path / "dl").config.strategy == "neurons"

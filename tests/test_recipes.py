@@ -378,6 +378,8 @@ def test_help_prints_every_flag(recipe, capsys):
     assert stopped.value.code == 0
     out = capsys.readouterr().out
     assert "--model_name_or_path" in out and "--matching_tolerance" in out and "1%" in out
+    assert "--ticket_granularity {weights,heads,neurons,heads+neurons}" in out
+    assert "--shrink [SHRINK]" in out and "--shrink_stock_config [SHRINK_STOCK_CONFIG]" in out
 
 
 def test_only_hub_data_is_named_as_a_hub_dataset():

@@ -15,7 +15,7 @@ from pathlib import Path
 import transformers
 
 from hf_tickets.core.errors import TicketError
-from hf_tickets.core.shrink import MODELING_FILE, RECORD_KEY, auto_class_of, save_shrunk, shrink
+from hf_tickets.core.shrink import RECORD_KEY, load_hint, save_shrunk, shrink
 from hf_tickets.core.ticket import MASKS_FILE, Ticket
 from hf_tickets.hub.sparse_checkpoint import COMPACT_SUFFIX, convert
 
@@ -81,7 +81,5 @@ def _run_cli(args) -> int:
         out = save_shrunk(model, args.output_dir, tokenizer)
     record = getattr(model.config, RECORD_KEY)
     print(json.dumps(record, indent=2))
-    auto = auto_class_of(type(model).__name__) or "AutoModel"
-    remote = ", trust_remote_code=True" if (out / MODELING_FILE).is_file() else ""
-    print(f"wrote {out}; load it with transformers.{auto}.from_pretrained({str(out)!r}{remote})")
+    print(f"wrote {out}; load it with {load_hint(model, out)}")
     return 0

@@ -230,3 +230,10 @@ def save_shrunk(model: nn.Module, directory: str | Path, tokenizer=None) -> Path
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     return directory
+
+
+def load_hint(model: nn.Module, directory: str | Path) -> str:
+    """How to load what ``save_shrunk`` wrote: its Auto class (+ ``trust_remote_code`` with the modeling file)."""
+    auto = auto_class_of(type(unwrap_model(model)).__name__) or "AutoModel"
+    remote = ", trust_remote_code=True" if (Path(directory) / MODELING_FILE).is_file() else ""
+    return f"transformers.{auto}.from_pretrained({str(directory)!r}{remote})"

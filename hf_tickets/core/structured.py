@@ -309,6 +309,15 @@ STRUCTURED_STRATEGIES = {
 for _name, (_kinds, _layerwise) in STRUCTURED_STRATEGIES.items():
     register_strategy(_name)(_structured(_kinds, _layerwise))
 
+#: What a ticket prunes as a whole, by name: the recipes' ``--ticket_granularity``.
+GRANULARITIES = ("weights", "heads", "neurons", "heads+neurons")
+
+
+def granularity_of(strategy: str) -> str:
+    """``"weights"`` for an unstructured strategy, else the units it prunes: ``"heads"``, ``"neurons"`` or both."""
+    kinds = STRUCTURED_STRATEGIES.get(strategy, ((),))[0]
+    return "+".join(f"{kind}s" for kind in kinds) or "weights"
+
 
 def num_heads_of(model: nn.Module) -> int:
     """The model's attention heads per layer, from its config (BERT, RoBERTa, ELECTRA: num_attention_heads)."""

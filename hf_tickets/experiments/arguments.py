@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hf_tickets.core.errors import TicketError
+from hf_tickets.training.imp_config import IMPConfig
 
 DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
@@ -184,9 +185,9 @@ class MLMDataArguments(DataArguments):
 
 @dataclass
 class TicketArguments:
-    """Transfer instead of a search. The search settings are ``IMPConfig``'s flags (parsed beside these):
-    by default a recipe searches with the paper's protocol; ``--imp_rounds 0`` only fine-tunes the dense
-    model; ``--ticket`` fine-tunes θ0 under an existing ticket."""
+    """Transfer instead of a search, and what to write beside the ticket. The search settings are
+    ``IMPConfig``'s flags (parsed beside these): by default a recipe searches with the paper's protocol;
+    ``--imp_rounds 0`` only fine-tunes the dense model; ``--ticket`` fine-tunes θ0 under an existing ticket."""
 
     ticket: str | None = field(
         default=None,
@@ -195,3 +196,40 @@ class TicketArguments:
     ticket_revision: str | None = field(
         default=None, metadata={"help": "Hub revision (branch, tag or commit) of --ticket."}
     )
+    shrink: bool = field(
+        default=False,
+        metadata={
+            "help": "Also write output_dir/shrunk: the final model with the heads and FFN neurons its ticket prunes "
+            "whole removed (a structured ticket: --ticket_granularity heads, neurons or heads+neurons, or such a "
+            "--ticket). Not pushed with --push_to_hub."
+        },
+    )
+    shrink_stock_config: bool = field(
+        default=False,
+        metadata={
+            "help": "With --shrink: remove only what a stock config describes (pruned heads stay as zeros, the same "
+            "number of neurons per layer), so output_dir/shrunk loads without trust_remote_code."
+        },
+    )
+
+    def check(self, search: IMPConfig, training_args) -> None:
+        """Refuse, before any data is read, a --shrink that would have nothing to shrink."""
+        if self.shrink_stock_config and not self.shrink:
+            raise TicketError("--shrink_stock_config only applies with --shrink")
+        if not self.shrink:
+            return
+        if not training_args.do_train:
+            raise TicketError("--shrink shrinks the trained model a run leaves in output_dir: it needs --do_train")
+        if self.ticket:
+            return  # the ticket's own granularity is checked once it is loaded (experiment.run_recipe)
+        if search.imp_rounds == 0:
+            raise TicketError(
+                "--shrink needs a ticket: a search (--imp_rounds other than 0) or --ticket; a dense fine-tune "
+                "has nothing pruned to remove"
+            )
+        if search.granularity == "weights":
+            raise TicketError(
+                f"--shrink removes whole heads and FFN neurons, but --ticket_granularity weights (--strategy "
+                f"{search.strategy}) prunes single weights: nothing to remove. Pass --ticket_granularity heads, "
+                "neurons or heads+neurons, or leave --shrink out"
+            )

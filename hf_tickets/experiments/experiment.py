@@ -21,6 +21,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.collectives import is_main_process
 from hf_tickets.core.errors import TicketError
+from hf_tickets.core.structured import granularity_of
 from hf_tickets.core.ticket import Ticket
 from hf_tickets.experiments.arguments import ModelArguments, TicketArguments
 from hf_tickets.experiments.fine_tune import (
@@ -38,6 +39,7 @@ from hf_tickets.experiments.outputs import (
     resumable_checkpoint,
     stock_train_metrics,
     write_results,
+    write_shrunk,
     write_ticket_outputs,
 )
 from hf_tickets.experiments.search import imp_config, run_imp_search
@@ -69,8 +71,12 @@ def parse_recipe_args(data_arguments_class, argv=None, model_arguments_class=Mod
     )
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_dict(json.loads(Path(argv[0]).read_text()))
-    return parser.parse_args_into_dataclasses(argv)
+        parsed = parser.parse_dict(json.loads(Path(argv[0]).read_text()))
+    else:
+        parsed = parser.parse_args_into_dataclasses(argv)
+    _, _, training_args, search_args, ticket_args = parsed
+    ticket_args.check(search_args, training_args)
+    return parsed
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -96,15 +102,17 @@ def transfer(
     source: str = "",
     *,
     stock_outputs: bool = False,
+    shrunk: dict | None = None,
 ) -> dict:
     """Fine-tune θ0 under ``ticket`` (no pruning) and score it; writes ``transfer_results.json``.
 
     ``stock_outputs``: end like a stock run (the recipes): resume from the last checkpoint, save the
-    trained sparse model with its ticket, tokenizer and card, the results files, and push once.
+    trained sparse model with its ticket, tokenizer and card, the results files, and push once;
+    ``shrunk`` (``write_shrunk``'s options, with ``stock_outputs``): also the shrunk model in ``output_dir/shrunk``.
     """
     model = load_theta0(model_args, task, seed=training_args.seed)
     if stock_outputs:
-        metrics, _ = _fine_tune_run(model, task, training_args, tokenizer, ticket)
+        metrics, _ = _fine_tune_run(model, task, training_args, tokenizer, ticket, shrunk)
     else:
         metrics = fine_tune(model, task, training_args, ticket, tokenizer=tokenizer)
     record = {
@@ -131,8 +139,9 @@ def transfer(
     return record
 
 
-def _fine_tune_run(model, task: PreparedTask, training_args, tokenizer, ticket: Ticket | None = None):
-    """One fine-tune ending as the stock scripts do; a ticket's files and card go beside the model."""
+def _fine_tune_run(model, task: PreparedTask, training_args, tokenizer, ticket: Ticket | None = None, shrunk=None):
+    """One fine-tune ending as the stock scripts do; a ticket's files and card go beside the model
+    (and with ``shrunk``, ``write_shrunk``'s options, the shrunk model in ``output_dir/shrunk``)."""
     checkpoint = resumable_checkpoint(training_args, searching=False)
     out = Path(training_args.output_dir)
     trainer = build_trainer(model, task, round_training_args(training_args, out), ticket, tokenizer=tokenizer)
@@ -146,6 +155,8 @@ def _fine_tune_run(model, task: PreparedTask, training_args, tokenizer, ticket: 
         elif trainer.is_world_process_zero():
             ticket.config.provenance.setdefault("task", task.name)
             write_ticket_outputs(model, ticket, out, tokenizer, main_metric=task.main_metric)
+            if shrunk is not None:
+                write_shrunk(model, ticket, out, tokenizer, **shrunk)
         stock = stock_train_metrics(train_metrics, task)
         if trainer.is_world_process_zero():
             write_results(out, "train", stock)
@@ -171,20 +182,35 @@ def run_recipe(
     check_hub_arguments(training_args)
     if training_args.do_predict and task.predict_fn is None:
         raise TicketError(f"--do_predict is not supported for {task.name}: it has no test set to predict")
+    shrunk = {"stock_config": ticket_args.shrink_stock_config} if ticket_args.shrink else None
     if ticket_args.ticket:
         ticket = Ticket.from_pretrained(
             ticket_args.ticket, revision=ticket_args.ticket_revision, cache_dir=model_args.cache_dir
         )
+        if shrunk is not None and granularity_of(ticket.config.strategy) == "weights":
+            raise TicketError(
+                f"--shrink removes whole heads and FFN neurons, but --ticket {ticket_args.ticket} was pruned by "
+                f"{ticket.config.strategy!r} (single weights): nothing to remove; leave --shrink out"
+            )
         logger.info(
             "Plan: one fine-tune of θ0 under the ticket %s (sparsity %.3f), no pruning.",
             ticket_args.ticket,
             ticket.sparsity,
         )
-        return transfer(model_args, task, training_args, ticket, tokenizer, ticket_args.ticket, stock_outputs=True)
+        return transfer(
+            model_args, task, training_args, ticket, tokenizer, ticket_args.ticket, stock_outputs=True, shrunk=shrunk
+        )
     if search_args.imp_rounds != 0:
         resumable_checkpoint(training_args, searching=True)
         return run_imp_search(
-            model_args, task, training_args, search_args, tokenizer, calibrate_head_steps=calibrate_head_steps
+            model_args,
+            task,
+            training_args,
+            search_args,
+            tokenizer,
+            calibrate_head_steps=calibrate_head_steps,
+            shrink=ticket_args.shrink,
+            shrink_stock_config=ticket_args.shrink_stock_config,
         )
     logger.info("Plan: one dense fine-tune (--imp_rounds 0), no pruning.")
     model = load_theta0(model_args, task, seed=training_args.seed)

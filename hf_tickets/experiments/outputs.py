@@ -3,12 +3,14 @@
 A finished run holds the final model and tokenizer (plain ``from_pretrained`` loads them),
 ``train_results.json``, ``eval_results.json``, ``all_results.json`` (the Trainer's keys:
 ``train_runtime``, ``train_samples``, ``eval_samples``, MLM ``perplexity``...) and
-``trainer_state.json``; after a ticket search or a transfer also the ticket files, its card and plot.
-``--push_to_hub`` then uploads that folder once; no intermediate round is ever pushed.
+``trainer_state.json``; after a ticket search or a transfer also the ticket files, its card and plot,
+and with ``--shrink`` the physically smaller model in ``shrunk/``. ``--push_to_hub`` then uploads that
+folder's files once (not ``shrunk/``, nor any intermediate round).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -18,6 +20,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from hf_tickets.core.atomic_files import atomic_write, atomic_write_json
 from hf_tickets.core.collectives import is_main_process, on_main
 from hf_tickets.core.errors import TicketError
+from hf_tickets.core.shrink import RECORD_KEY, load_hint, save_shrunk, shrink
+from hf_tickets.core.targets import unwrap_model
 from hf_tickets.core.ticket import CONFIG_FILE, Ticket
 from hf_tickets.hub.cards import plot_results, ticket_card, write_results_file
 from hf_tickets.hub.hub_api import CARD_FILE, PLOT_FILE
@@ -30,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "trainer_state.json"
 ALL_RESULTS_FILE = "all_results.json"
+#: ``--shrink``: the folder in output_dir holding the model with its whole pruned units removed.
+SHRUNK_DIR = "shrunk"
 #: hub_strategy values whose pushes would land intermediate checkpoints in the repo.
 CHECKPOINT_HUB_STRATEGIES = ("checkpoint", "all_checkpoints")
 
@@ -187,6 +193,26 @@ def write_ticket_outputs(
         results_file=numbers.name if numbers else None,
     )
     card.save(out / CARD_FILE)
+
+
+def write_shrunk(model, ticket: Ticket, output_dir, tokenizer=None, stock_config: bool = False) -> Path:
+    """``--shrink``: ``output_dir/shrunk``, a copy of ``model`` without the heads and neurons ``ticket`` prunes whole.
+
+    Main process only. The copy is shrunk, so ``model`` stays the sparse model the run evaluates and pushes.
+    """
+    smaller = shrink(copy.deepcopy(unwrap_model(model)), ticket, stock_config=stock_config)
+    out = save_shrunk(smaller, Path(output_dir) / SHRUNK_DIR, tokenizer)
+    record = getattr(smaller.config, RECORD_KEY)
+    logger.info(
+        "shrunk model in %s: parameters %d -> %d (%d heads and %d FFN neurons removed); load it with %s",
+        out,
+        record["parameters_before"],
+        record["parameters_after"],
+        sum(len(heads) for heads in record["removed_heads"].values()),
+        sum(record["removed_neurons"].values()),
+        load_hint(smaller, out),
+    )
+    return out
 
 
 # ------------------------------------------------------------------------------------ the push

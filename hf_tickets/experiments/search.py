@@ -16,6 +16,8 @@ from transformers import TrainingArguments
 
 from hf_tickets.core.collectives import barrier, is_main_process
 from hf_tickets.core.errors import TicketError
+from hf_tickets.core.pruning import prune
+from hf_tickets.core.strategies import get_strategy
 from hf_tickets.experiments.fine_tune import build_trainer, load_theta0, round_training_args
 from hf_tickets.experiments.outputs import (
     TRAINER_STATE_FILE,
@@ -24,6 +26,7 @@ from hf_tickets.experiments.outputs import (
     push_output_dir,
     stock_train_metrics,
     write_results,
+    write_shrunk,
     write_ticket_outputs,
 )
 from hf_tickets.tasks.prepared import PreparedTask
@@ -77,6 +80,8 @@ def run_imp_search(
     *,
     keep_round_models: bool = True,
     calibrate_head_steps: int | None = None,
+    shrink: bool = False,
+    shrink_stock_config: bool = False,
 ) -> dict:
     """IMP (or a baseline) with one fresh Trainer per round; returns the manager's results.
 
@@ -88,12 +93,14 @@ def run_imp_search(
     one of them); older rounds' weights are deleted once they can no longer be exported. At the end
     ``output_dir`` holds the exported round's model, ticket, card and the stock results files
     (``export_search``), pushed once with ``--push_to_hub``.
-    ``calibrate_head_steps`` (MLM searches): see :func:`calibrate_theta0_head`.
+    ``calibrate_head_steps`` (MLM searches): see :func:`calibrate_theta0_head`. ``shrink``: the export also
+    writes ``output_dir/shrunk`` (``outputs.write_shrunk``; ``shrink_stock_config``: its ``stock_config``).
     """
     manager = manager_for_search(model_args, task, training_args, ticket_args, calibrate_head_steps, tokenizer)
     results = search_with_manager(manager, task, training_args, tokenizer, dense_round_steps, keep_round_models)
     if results["rounds"] and keep_round_models and not dense_round_steps:
-        results["exported"] = export_search(manager, task, training_args, tokenizer)
+        shrunk = {"stock_config": shrink_stock_config} if shrink else None
+        results["exported"] = export_search(manager, task, training_args, tokenizer, shrunk)
     return results
 
 
@@ -108,8 +115,29 @@ def manager_for_search(
     config = imp_config(config, task)
     logger.info(describe_plan(config, training_args))
     model = load_theta0(model_args, task, seed=training_args.seed)
+    check_reachable(model, config)  # also when resuming (a longer schedule); never per-rank file checks: it prunes
     calibrate_theta0_head(model, model_args, task, training_args, calibrate_head_steps, tokenizer)
     return IMPManager(model, config, output_dir=training_args.output_dir)  # θ0 = what the model holds now
+
+
+def check_reachable(model, config: IMPConfig) -> None:
+    """Refuse, before round 0 trains, a structured schedule whose last sparsity whole units cannot reach.
+
+    Every layer keeps one unit of each kind and targets outside the units stay dense, so the reachable
+    maximum depends only on the model's shapes: one prune of θ0 at the last sparsity says whether it is met.
+    Called on every rank alike (``prune`` shares the main process's masks).
+    """
+    if not getattr(get_strategy(config.strategy), "whole_units", False) or config.baseline == "random_reinit":
+        return
+    last = config.schedule()[-1]
+    try:
+        prune(model, last, strategy=config.strategy, targets=config.targets)
+    except TicketError as err:
+        raise TicketError(
+            f"--ticket_granularity {config.granularity} (--strategy {config.strategy}, --targets "
+            f"{config.targets}) cannot reach the last round's sparsity {last:g} (--target_sparsity or "
+            f"--sparsity_schedule): {err}"
+        ) from None
 
 
 def calibrate_theta0_head(
@@ -199,9 +227,12 @@ def drop_stale_round_models(manager: IMPManager) -> None:
             logger.debug("round %d can no longer be exported: removed %s", row["round"], path)
 
 
-def export_search(manager: IMPManager, task: PreparedTask, training_args, tokenizer) -> dict:
+def export_search(
+    manager: IMPManager, task: PreparedTask, training_args, tokenizer, shrunk: dict | None = None
+) -> dict:
     """End the search like a stock run: the chosen round's trained sparse model in ``output_dir`` with its
-    ticket, card and plot, its train results and ``trainer_state.json``, a final evaluation, the push."""
+    ticket, card and plot, its train results and ``trainer_state.json``, a final evaluation, the push.
+    ``shrunk`` (``write_shrunk``'s options): also the shrunk model in ``output_dir/shrunk``."""
     results = manager.results
     index, matching = chosen_round(results)
     row = next(r for r in results["rounds"] if r["round"] == index)
@@ -230,6 +261,8 @@ def export_search(manager: IMPManager, task: PreparedTask, training_args, tokeni
             copy_file(source / TRAINER_STATE_FILE, out / TRAINER_STATE_FILE)
         if training_args.do_train:
             write_results(out, "train", stock_train_metrics(row, task))
+        if shrunk is not None:
+            write_shrunk(model, ticket, out, tokenizer, **shrunk)
     barrier()
     trainer = build_trainer(model, task, round_training_args(training_args, out), tokenizer=tokenizer)
     # The round's own scores are the exported model's; evaluate again only to write eval predictions (SQuAD).

@@ -8,13 +8,23 @@ from typing import Any
 
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.schedules import imp_schedule
-from hf_tickets.core.strategies import get_strategy
+from hf_tickets.core.strategies import STRATEGIES, get_strategy
+from hf_tickets.core.structured import GRANULARITIES, HEAD_TARGETS, NEURON_TARGETS, granularity_of
 
 #: What IMPManager matches on when the config names no metric (the recipes name the task's).
 DEFAULT_MATCHING_METRIC = "eval_accuracy"
 BASELINES = ("none", "random_pruning", "random_reinit", "standard_pruning")
+#: ticket_granularity -> (default strategy, default targets). Heads or neurons alone prune only their units'
+#: matrices, so target_sparsity is the fraction of heads or neurons (on "auto" a head strategy would stop near 1/3).
+GRANULARITY_DEFAULTS = {
+    "weights": ("global_magnitude", "auto"),
+    "heads": ("heads", HEAD_TARGETS),
+    "neurons": ("neurons", NEURON_TARGETS),
+    "heads+neurons": ("heads+neurons", "auto"),
+}
 #: Settings a resumed run must share with the run in output_dir: they change what a round computes. The
 #: schedule itself is checked round by round (so imp_rounds/target_sparsity may extend an unfinished run).
+#: ticket_granularity is not listed: it only chooses the strategy and targets, which are.
 IDENTITY = (
     "prune_fraction",
     "sparsity_schedule",
@@ -62,12 +72,29 @@ class IMPConfig:
         },
     )
     rewind_steps: int = field(default=0, metadata={"help": "i for rewind='step'."})
-    strategy: str = field(
-        default="global_magnitude", metadata={"help": "Pruning strategy (global_magnitude is the paper's)."}
+    ticket_granularity: str | None = field(
+        default=None,
+        metadata={
+            "help": "What a round prunes: single weights (the paper's), whole attention heads, whole FFN neurons, or "
+            "both. Chooses --strategy (weights: global_magnitude; else the structured strategy of that name) unless "
+            "given; with heads or neurons, --targets defaults to those units' matrices, so --target_sparsity is the "
+            "fraction of heads or neurons pruned. Default: what --strategy prunes (weights).",
+            "choices": list(GRANULARITIES),
+        },
     )
-    targets: str = field(
-        default="auto",
-        metadata={"help": "Which weights to prune: a preset (auto = encoder linears), a regex or module names."},
+    strategy: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pruning strategy. Default: the --ticket_granularity's (global_magnitude, the paper's, for "
+            "weights). layerwise_heads / layerwise_neurons prune the same number of units in every layer."
+        },
+    )
+    targets: str | None = field(
+        default=None,
+        metadata={
+            "help": "Which weights to prune: a preset (auto = encoder linears), a regex or module names. Default: "
+            "auto; with --ticket_granularity heads or neurons, only those units' matrices."
+        },
     )
     baseline: str = field(
         default="none",
@@ -128,7 +155,7 @@ class IMPConfig:
             raise TicketError(f"rewind_steps must be a whole number >= 0, got {self.rewind_steps!r}")
         if (self.rewind == "step") != (self.rewind_steps > 0):
             raise TicketError("rewind='step' needs rewind_steps > 0, and rewind_steps > 0 needs rewind='step'")
-        get_strategy(self.strategy)
+        self._resolve_granularity()
         if self.baseline not in BASELINES:
             raise TicketError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
         if (self.baseline == "random_reinit") != (self.reference_dir is not None):
@@ -137,6 +164,11 @@ class IMPConfig:
             )
         if self.baseline == "standard_pruning" and self.rewind != "init":
             raise TicketError("standard_pruning never rewinds: leave rewind='init', rewind_steps=0")
+        if self.baseline == "random_pruning" and self.granularity != "weights":
+            raise TicketError(
+                f"baseline='random_pruning' prunes random single weights: it has no --ticket_granularity "
+                f"{self.granularity} version (--strategy {self.strategy})"
+            )
         if self.early_bird and self.baseline in ("random_pruning", "random_reinit"):
             raise TicketError(
                 f"early_bird watches the magnitude mask converge; {self.baseline} masks do not depend on training"
@@ -152,6 +184,33 @@ class IMPConfig:
         for name in ("matching_tolerance", "full_model_std"):
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise TicketError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def _resolve_granularity(self) -> None:
+        """Fill strategy and targets from ticket_granularity; refuse a strategy of another granularity.
+
+        ticket_granularity stays as given (None: not asked for), so ``dataclasses.replace(config, strategy=...)``
+        works on a resolved config; ``granularity`` is what the strategy prunes either way.
+        """
+        given = self.ticket_granularity
+        if given is not None and given not in GRANULARITIES:
+            raise TicketError(f"unknown ticket_granularity {given!r}; choose one of {', '.join(GRANULARITIES)}")
+        if self.strategy is None:
+            self.strategy = GRANULARITY_DEFAULTS[given or "weights"][0]
+        get_strategy(self.strategy)
+        if given is not None and given != self.granularity:
+            fitting = [name for name in sorted(STRATEGIES) if granularity_of(name) == given]
+            raise TicketError(
+                f"--ticket_granularity {given} contradicts --strategy {self.strategy}, which prunes "
+                f"{'single weights' if self.granularity == 'weights' else 'whole ' + self.granularity}: leave "
+                f"--strategy out or pass one of {', '.join(fitting)}"
+            )
+        if self.targets is None:  # --strategy alone keeps prune()'s default targets, as before the granularity
+            self.targets = GRANULARITY_DEFAULTS[given][1] if given else "auto"
+
+    @property
+    def granularity(self) -> str:
+        """What a round prunes: ``"weights"``, ``"heads"``, ``"neurons"`` or ``"heads+neurons"`` (from the strategy)."""
+        return granularity_of(self.strategy)
 
     def schedule(self) -> list[float]:
         """Sparsity of every round, round 0 (0.0) first."""
