@@ -3,20 +3,25 @@
 Fine-tunes MiniLM on SST-2 as one round of the reproduction does (1000 examples, seq 64, batch 16,
 AdamW lr 1e-4 with linear decay, 2 epochs = 126 steps, one thread) and, at step 0 (θ0), at the
 early-bird checks (every 5 steps) and at the end, computes the candidate masks IMP's first round
-would prune: global magnitude (``hf_tickets.prune``, the round's own call) at 10% (round 0's next
-sparsity in the reproduction), 50% and 70%. For each it reports
+would prune: ``--strategy`` (default global magnitude; ``hf_tickets.prune``, the round's own call) at
+10% (round 0's next sparsity in the reproduction), 50% and 70% (structured strategies such as
+``heads+neurons``: 30%, 50%, 70%; their magnitude score is a unit's mean |weight|). For each it reports
 
 - ``vs θ0``: the early-bird distance between the mask now and the mask of θ0 itself (one-shot
   magnitude pruning of the pre-trained weights): the share of the weights to prune that differ,
-  ``|A Δ B| / (|A| + |B|)`` (0 = same mask, 1 = disjoint). 1 − it is the overlap of the pruned sets;
+  ``|A Δ B| / (|A| + |B|)`` (0 = same mask, 1 = disjoint). 1 − it is the overlap of the pruned sets.
+  It is the strategy's own distance (``strategy.mask_distance``), as early bird uses it: for the
+  structured strategies the same share counted in heads and neurons (``unit_distance``);
 - ``vs end``: the same distance to the mask at the end of the round (what IMP prunes);
 - ``vs prev``: the distance to the previous check's mask (checks every ``--interval`` steps; an epoch
   end between them is compared with the check before it): what early bird compares to its threshold;
 - ``movement vs end`` / ``movement vs prev``: the same for the mask that prunes the weights that moved
-  least, ``|θ − θ0|`` (the obvious task-dependent alternative).
+  least, ``|θ − θ0|`` (the obvious task-dependent alternative): the strategy's own rule on |θ − θ0|
+  instead of |θ| (structured: the units whose weights moved least on average).
 
-Run: python benchmarks/early_bird_masks.py [--output benchmarks/results/early_bird_masks.md]
+Run: python benchmarks/early_bird_masks.py [--strategy heads+neurons] [--output benchmarks/results/early_bird_masks.md]
      python benchmarks/early_bird_masks.py --smoke   (a tiny random BERT on random tokens, seconds; the test)
+The default output is results/early_bird_masks.md, results/early_bird_masks_<strategy>.md for another strategy.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
 
-from hf_tickets import prune
-from hf_tickets.core.selection import as_scores, prune_lowest
-from hf_tickets.core.strategies import weight_distance
+from hf_tickets import STRATEGIES, prune
+from hf_tickets.core.strategies import get_strategy, mask_distance_of
+from hf_tickets.core.structured import num_heads_of
 from hf_tickets.core.targets import base_model_of, resolve_targets
+
+RESULTS = Path(__file__).parent / "results"
 
 SST2 = Path("/work/shared/data/glue/SST-2/train.tsv")
 
@@ -64,15 +71,25 @@ def load(smoke: bool, examples: int, seq: int, seed: int):
     return model, encoded["input_ids"], encoded["attention_mask"], labels
 
 
-def magnitude_masks(model, sparsities) -> dict[float, dict[str, torch.Tensor]]:
-    return {s: prune(model, s).masks for s in sparsities}
+class Candidates:
+    """The candidate masks of one strategy and early bird's distance between two of them, as IMP computes them."""
 
+    def __init__(self, model, strategy: str):
+        self.model, self.strategy, self.fn = model, strategy, get_strategy(strategy)
+        # Head strategies split the attention matrices by head; prune() passes the same count.
+        self.options = {"num_heads": num_heads_of(model)} if getattr(self.fn, "needs_num_heads", False) else {}
 
-def movement_masks(base, theta0, sparsities) -> dict[float, dict[str, torch.Tensor]]:
-    """Prune the weights that moved least from θ0: the same global rule on |θ − θ0|."""
-    moved = {name: (base.get_parameter(name).detach() - theta0[name]).abs() for name in theta0}
-    total = sum(m.numel() for m in moved.values())
-    return {s: prune_lowest(moved, round(s * total), None, score_fn=as_scores) for s in sparsities}
+    def magnitude(self, sparsities) -> dict[float, dict[str, torch.Tensor]]:
+        return {s: prune(self.model, s, strategy=self.strategy).masks for s in sparsities}
+
+    def movement(self, base, theta0, sparsities) -> dict[float, dict[str, torch.Tensor]]:
+        """Prune what moved least from θ0: the strategy's own rule on |θ − θ0| instead of |θ|."""
+        moved = {name: (base.get_parameter(name).detach() - theta0[name]).abs() for name in theta0}
+        return {s: self.fn(moved, None, s, **self.options) for s in sparsities}
+
+    def distance(self, previous, current) -> float:
+        """Early bird's distance in the strategy's own terms (weights; heads and neurons if structured)."""
+        return mask_distance_of(self.fn)(previous, current, None, **self.options)
 
 
 def run(args) -> dict:
@@ -81,12 +98,14 @@ def run(args) -> dict:
     model.train()
     base = base_model_of(model)  # target names are relative to it, as in a ticket
     theta0 = {name: base.get_parameter(name).detach().clone() for name in resolve_targets(model, "auto")}
+    candidates = Candidates(model, args.strategy)
+    distance = candidates.distance
     steps_per_epoch = -(-args.examples // args.batch)
     total = steps_per_epoch * args.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     schedule = get_linear_schedule_with_warmup(optimizer, 0, total)
     checks = sorted({0, *range(args.interval, total + 1, args.interval), steps_per_epoch, total})
-    magnitude, movement = {0: magnitude_masks(model, args.sparsities)}, {}
+    magnitude, movement = {0: candidates.magnitude(args.sparsities)}, {}
     drift, step, start = {0: 0.0}, 0, time.perf_counter()
     scale = sum(float(w.abs().sum()) for w in theta0.values())
     generator = torch.Generator().manual_seed(args.seed)
@@ -100,8 +119,8 @@ def run(args) -> dict:
             optimizer.zero_grad()
             step += 1
             if step in checks:
-                magnitude[step] = magnitude_masks(model, args.sparsities)
-                movement[step] = movement_masks(base, theta0, args.sparsities)
+                magnitude[step] = candidates.magnitude(args.sparsities)
+                movement[step] = candidates.movement(base, theta0, args.sparsities)
                 moved = sum(float((base.get_parameter(n).detach() - w).abs().sum()) for n, w in theta0.items())
                 drift[step] = moved / scale
     seconds = time.perf_counter() - start
@@ -113,18 +132,14 @@ def run(args) -> dict:
                 "sparsity": s,
                 "step": step,
                 "relative_drift": drift[step],  # mean |θ − θ0| / mean |θ0| over the target weights
-                "vs_theta0": weight_distance(magnitude[0][s], magnitude[step][s], None),
-                "vs_end": weight_distance(magnitude[step][s], magnitude[total][s], None),
-                "vs_prev": None
-                if previous is None
-                else weight_distance(magnitude[previous][s], magnitude[step][s], None),
+                "vs_theta0": distance(magnitude[0][s], magnitude[step][s]),
+                "vs_end": distance(magnitude[step][s], magnitude[total][s]),
+                "vs_prev": None if previous is None else distance(magnitude[previous][s], magnitude[step][s]),
             }
             if step:
-                row["movement_vs_end"] = weight_distance(movement[step][s], movement[total][s], None)
-                row["movement_vs_prev"] = (
-                    None if not previous else weight_distance(movement[previous][s], movement[step][s], None)
-                )
-                row["movement_vs_magnitude"] = weight_distance(movement[step][s], magnitude[step][s], None)
+                row["movement_vs_end"] = distance(movement[step][s], movement[total][s])
+                row["movement_vs_prev"] = None if not previous else distance(movement[previous][s], movement[step][s])
+                row["movement_vs_magnitude"] = distance(movement[step][s], magnitude[step][s])
             rows.append(row)
             if step % args.interval == 0:  # epoch ends between checks are shown, not checks
                 previous = step
@@ -168,16 +183,24 @@ def markdown(result: dict) -> str:
     s = result["settings"]
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     shown = table_steps(result)
+    strategy = s.get("strategy", "global_magnitude")  # results from before --strategy are global magnitude
+    name = "global magnitude" if strategy == "global_magnitude" else f"`{strategy}`"
+    title = "magnitude" if strategy == "global_magnitude" else name
+    if getattr(get_strategy(strategy), "whole_units", False):
+        units = "units (heads and neurons, one each: the strategy's `mask_distance`)"
+        movement = "the units whose weights moved least (mean |θ − θ0|, scored like magnitude)"
+    else:
+        units, movement = "weights", "the weights that moved least (|θ − θ0|)"
     lines = [
-        "# Early bird in fine-tuning: how far the magnitude mask moves from θ0's (issue 18)",
+        f"# Early bird in fine-tuning: how far the {title} mask moves from θ0's (issue 18)",
         "",
         f"{'Tiny random BERT, random tokens (smoke)' if s['smoke'] else 'MiniLM (all-MiniLM-L6-v2) on SST-2'}: "
         f"{s['examples']} examples, seq {s['seq']}, batch {s['batch']}, AdamW lr {s['lr']} linear decay, "
         f"{s['epochs']} epochs = {result['steps']} steps ({result['steps_per_epoch']} per epoch), seed {s['seed']}, "
-        f"{s['threads']} thread; {result['train_and_prune_seconds']} s. Candidate masks: global magnitude "
-        "(`hf_tickets.prune`, targets auto) of the weights at each step. Distances are early bird's: the share "
-        "of the weights to prune on which two masks differ (0 = same, 1 = disjoint). `drift` = mean |θ − θ0| / "
-        "mean |θ0|. Movement = prune the weights that moved least (|θ − θ0|).",
+        f"{s['threads']} thread; {result['train_and_prune_seconds']} s. Candidate masks: {name} "
+        "(`hf_tickets.prune`, targets auto) of the weights at each step. "
+        f"Distances are early bird's: the share of the {units} to prune on which two masks differ (0 = same, "
+        f"1 = disjoint). `drift` = mean |θ − θ0| / mean |θ0|. Movement = prune {movement}.",
         "",
         "| sparsity | step | drift | magnitude vs θ0 | magnitude vs end | magnitude vs prev check "
         "| movement vs end | movement vs prev check | movement vs magnitude |",
@@ -217,11 +240,28 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--interval", type=int, default=5, help="early-bird check interval (the reproduction's)")
-    parser.add_argument("--sparsities", type=lambda t: [float(x) for x in t.split(",")], default=[0.1, 0.5, 0.7])
+    parser.add_argument(
+        "--strategy",
+        default="global_magnitude",
+        # Random masks do not depend on the weights: there is nothing to watch.
+        choices=sorted(name for name in STRATEGIES if name != "random"),
+        help="pruning strategy whose candidate masks and early-bird distance are measured",
+    )
+    parser.add_argument(
+        "--sparsities",
+        type=lambda t: [float(x) for x in t.split(",")],
+        help="default 0.1,0.5,0.7 (the reproduction's round 0 and two more); 0.3,0.5,0.7 for whole-unit strategies",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "early_bird_masks.md")
+    parser.add_argument("--output", type=Path, help="default results/early_bird_masks[_<strategy>].md")
     args = parser.parse_args(argv)
+    whole_units = getattr(STRATEGIES[args.strategy], "whole_units", False)
+    if args.sparsities is None:  # 10% would prune a few heads and neurons; the structured tickets' range instead
+        args.sparsities = [0.3, 0.5, 0.7] if whole_units else [0.1, 0.5, 0.7]
+    if args.output is None:
+        suffix = "" if args.strategy == "global_magnitude" else f"_{args.strategy}"
+        args.output = RESULTS / f"early_bird_masks{suffix}.md"
     if args.smoke:
         args.examples, args.seq, args.epochs, args.interval = 32, 8, 2, 1
     result = run(args)

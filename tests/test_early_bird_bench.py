@@ -4,24 +4,43 @@ import json
 import re
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+#: The smoke model's units: 2 layers of 2 heads and 64 FFN neurons.
+SMOKE_UNITS = 2 * (2 + 64)
 
 
-def test_early_bird_masks_benchmark_smoke(tmp_path):
+def counted_in_units(distance: float) -> bool:
+    """A unit distance is changed / (units A prunes + units B prunes): a fraction with a small denominator."""
+    return abs(float(Fraction(distance).limit_denominator(2 * SMOKE_UNITS)) - distance) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "strategy, sparsities", [("global_magnitude", (0.1, 0.5, 0.7)), ("heads+neurons", (0.3, 0.5, 0.7))]
+)
+def test_early_bird_masks_benchmark_smoke(tmp_path, strategy, sparsities):
     out = tmp_path / "early_bird_masks.md"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "early_bird_masks.py"), "--smoke", "--output", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "early_bird_masks.py"), "--smoke", "--output", str(out)]
+        + ([] if strategy == "global_magnitude" else ["--strategy", strategy]),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
+    assert result["settings"]["strategy"] == strategy and tuple(result["settings"]["sparsities"]) == sparsities
     steps = [0, 1, 2, 3, 4]  # smoke: 2 epochs of 2 steps, a check after every step
     assert result["steps"] == 4
-    for sparsity in (0.1, 0.5, 0.7):
+    distances = [r[k] for r in result["rows"] for k in r if k.startswith(("vs_", "movement_")) and r[k]]
+    # Early bird's distance is the strategy's own: heads and neurons for heads+neurons, weights otherwise.
+    assert len(distances) > 20
+    assert all(map(counted_in_units, distances)) == (strategy == "heads+neurons")
+    for sparsity in sparsities:
         rows = [r for r in result["rows"] if r["sparsity"] == sparsity]
         assert [r["step"] for r in rows] == steps
         first, last = rows[0], rows[-1]
