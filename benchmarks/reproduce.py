@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import datetime
 import fcntl
@@ -436,13 +437,23 @@ class Reproduction:
             self.report()  # after every run: a stopped run leaves a current report
 
     def report(self) -> dict:
-        summary = write_report(self.results_dir, self.settings)
-        if self.claims is not None:
-            write_claims_report(self.results_dir, self.settings, self.claims, RESUME_COMMAND)
-            write_mlm_ticket_artefact(self.results_dir, self.settings, self.claims)
-            progress = self.results_dir / "progress.md"
-            progress.write_text(progress.read_text() + "\n" + self.claim_runs.progress_markdown(RESUME_COMMAND))
+        with results_lock(self.results_dir, "report"):  # another process (--only) may rebuild it at once
+            summary = write_report(self.results_dir, self.settings)
+            if self.claims is not None:
+                write_claims_report(self.results_dir, self.settings, self.claims, RESUME_COMMAND)
+                write_mlm_ticket_artefact(self.results_dir, self.settings, self.claims)
+                progress = self.results_dir / "progress.md"
+                progress.write_text(progress.read_text() + "\n" + self.claim_runs.progress_markdown(RESUME_COMMAND))
         return summary
+
+
+@contextlib.contextmanager
+def results_lock(results_dir: Path, name: str):
+    """An exclusive lock between reproduction processes on one results_dir (``--only`` runs them side by side)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with open(results_dir / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def write_eval_labels(path: Path, eval_dataset) -> None:
@@ -469,9 +480,7 @@ def add_timing(results_dir: Path, label: str, wall_s: float, cpu_s: float) -> No
     """``timings.json``: wall and CPU seconds per run, summed over resumptions (a run may span sessions)."""
     from hf_tickets.core.atomic_files import atomic_write_json
 
-    # Two processes (--only) may finish runs at once: the read-modify-write is under a lock.
-    with open(results_dir / (TIMINGS_FILE + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with results_lock(results_dir, "timings"):  # two processes (--only) may finish runs at once
         timings = read_json(results_dir / TIMINGS_FILE) or {}
         entry = timings.setdefault(label, {"wall_s": 0.0, "cpu_s": 0.0})
         entry["wall_s"] = round(entry["wall_s"] + wall_s, 1)
