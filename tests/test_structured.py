@@ -176,10 +176,14 @@ def test_the_split_between_heads_and_neurons_ignores_the_scale_of_each_kind():
 
 def test_every_layer_keeps_a_head_and_too_much_is_a_clear_error():
     model = tiny_model(BertModel)
-    with pytest.raises(TicketError, match="out of reach.*at most 0.2500"):
+    with pytest.raises(TicketError, match="out of reach.*at most 0.2500") as default_targets:
         prune(model, 0.4, strategy="heads")
-    with pytest.raises(TicketError, match="at most 0.5000"):  # 3 of 4 heads: a layer would have none
+    assert "belong to no unit and stay dense (e.g. encoder.layer.0.intermediate.dense.weight)" in str(
+        default_targets.value
+    )
+    with pytest.raises(TicketError, match="at most 0.5000") as head_targets:  # 3 of 4 heads: a layer would have none
         prune(model, 0.75, strategy="heads", targets=HEAD_TARGETS)
+    assert "narrow" not in str(head_targets.value)  # already only the heads' matrices: nothing to narrow
 
 
 def test_ties_are_broken_by_layer_then_index_and_results_are_repeatable():

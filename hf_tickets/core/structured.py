@@ -236,10 +236,18 @@ def _prune_units(weights, keep, sparsity, layers: list[list[Unit]], layerwise: b
     # The stop rule leaves at most half a step (a unit; layerwise, a unit in every layer); more means no units left.
     if 2 * (target - pruned) > (biggest * len(queues) if layerwise else biggest):
         reachable = pruned / sum(w.numel() for w in weights.values())
+        in_units = {name for units in layers for unit in units for name, *_ in unit.slices}
+        outside = sorted(set(weights) - in_units)
+        hint = (
+            f"; {len(outside)} target tensors belong to no unit and stay dense (e.g. {outside[0]}): narrow the "
+            f"targets to the units' matrices (HEAD_TARGETS or NEURON_TARGETS in hf_tickets.core.structured)"
+            if outside
+            else ""
+        )
         raise TicketError(
             f"sparsity {sparsity} is out of reach of structured pruning on these targets: at most {reachable:.4f} "
-            f"(every layer keeps one unit of each kind; targets outside the units stay dense). "
-            f"Lower the sparsity or narrow the targets (e.g. {HEAD_TARGETS!r})"
+            f"(every layer keeps one unit of each kind{hint}). Lower the sparsity"
+            + (" or narrow the targets" if outside else "")
         )
     return masks
 
