@@ -94,6 +94,7 @@ def timed_models(rep: Reproduction, task: str, plan: Plan) -> tuple[dict, dict]:
     encoder parameter counts. Weights do not change speed: θ0 with each ticket's shape is timed."""
     from transformers import AutoModelForSequenceClassification
 
+    from hf_tickets import prune
     from hf_tickets.core.shrink import shrink
     from hf_tickets.core.ticket import Ticket
 
@@ -106,12 +107,12 @@ def timed_models(rep: Reproduction, task: str, plan: Plan) -> tuple[dict, dict]:
         model = copy.deepcopy(dense)
         shrink(model, Ticket.from_pretrained(run_dir / row["ticket"]))
         models[f"structured@{row['sparsity']:.1f}"] = model
-    imp_dir = rep.runs_dir / task / "imp"
-    for row in pruned_rows(search_rows(imp_dir)):
-        if f"structured@{row['sparsity']:.1f}" in models:
-            model = copy.deepcopy(dense)
-            Ticket.from_pretrained(imp_dir / row["ticket"]).apply(model)
-            models[f"unstructured@{row['sparsity']:.1f}"] = model
+    # An unstructured ticket keeps every matrix whole, so which weights are zero does not change its speed:
+    # a magnitude ticket of θ0 at the same sparsity stands in for the IMP run's (whose masks a clone lacks).
+    for row in pruned_rows(search_rows(run_dir)):
+        model = copy.deepcopy(dense)
+        prune(model, round(row["sparsity"], 1)).apply(model)
+        models[f"unstructured@{row['sparsity']:.1f}"] = model
     params = {name: sum(p.numel() for p in m.base_model.encoder.parameters()) for name, m in models.items()}
     return models, params
 
@@ -146,16 +147,19 @@ def task_rows(rep: Reproduction, task: str, plan: Plan, speed: dict) -> tuple[li
     """One row per structured round: sparsity, score, the unstructured/random scores there, speed-ups."""
     summary = summarise_task(rep.runs_dir, task, rep.settings)
     rows = []
+    schedule = [float(x) for x in plan.schedule.split(",")]
     for row in pruned_rows(search_rows(search_dir(rep, task, plan))):
         sparsity, name = row["sparsity"], f"structured@{row['sparsity']:.1f}"
+        # whole units land near the scheduled sparsity (0.29998...): the other runs are read at the scheduled one
+        nominal = min(schedule, key=lambda x: abs(x - sparsity))
         score = row.get(summary.metric)
         rows.append(
             {
                 "sparsity": sparsity,
                 "score": score,
                 "matching": score is not None and score_matches(summary, score),
-                "imp": summary.score("imp", sparsity),
-                "random_pruning": summary.score("random_pruning", sparsity),
+                "imp": summary.score("imp", nominal),
+                "random_pruning": summary.score("random_pruning", nominal),
                 "parameters": speed.get("encoder_parameters", {}).get(name),
                 "speedup": {k: v["speedup"].get(name) for k, v in speed.items() if k.startswith("b")},
                 "unstructured_speedup": {
