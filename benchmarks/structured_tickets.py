@@ -279,8 +279,9 @@ def write_plot(all_rows: dict[str, tuple[list[dict], object]], path: Path, plan:
 
 
 def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plot: Path | None) -> Path | None:
-    """The fastest matching structured ticket of ``ARTEFACT_TASK`` as a ticket folder with its card; None if
-    no ticket matches (or its masks are not here: a clone keeps the artefact's own copy)."""
+    """A structured ticket of ``ARTEFACT_TASK`` as a ticket folder with its card (speed beside score, the plot):
+    the fastest matching one; if none matches, the best-scoring one at least 2x faster (the card says it is
+    not matching). None without such a ticket (or its masks: a clone keeps the artefact's own copy)."""
     import shutil
 
     from mlm_ticket_artefact import BASE_MODEL
@@ -290,9 +291,13 @@ def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plo
 
     key = shape_key(plan.goal_shape)
     matching = [r for r in rows if r["matching"] and r["speedup"].get(key)]
-    if not matching:
+    fast = [r for r in rows if (r["speedup"].get(key) or 0) >= 2.0 and r["score"] is not None]
+    if matching:
+        best = max(matching, key=lambda r: r["speedup"][key])
+    elif fast:
+        best = max(fast, key=lambda r: (r["score"], r["speedup"][key]))
+    else:
         return None
-    best = max(matching, key=lambda r: r["speedup"][key])
     run_dir, out_dir = search_dir(rep, ARTEFACT_TASK, plan), rep.results_dir / ARTEFACT_DIR
     row = next(r for r in search_rows(run_dir) if r["sparsity"] == best["sparsity"])
     source = run_dir / row["ticket"] if (run_dir / row["ticket"] / MASKS_FILE).is_file() else out_dir
@@ -318,6 +323,7 @@ def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plo
 
 def write_report(rep: Reproduction, plan: Plan, measure: bool = True) -> str:
     from hf_tickets.core.atomic_files import atomic_write_json, atomic_write_text
+    from hf_tickets.core.ticket import Ticket
 
     times_path = rep.results_dir / TIMES_FILE
     speeds = read_json(times_path) or {}
@@ -355,9 +361,11 @@ def write_report(rep: Reproduction, plan: Plan, measure: bool = True) -> str:
     if ARTEFACT_TASK in all_rows:
         artefact = write_artefact(rep, plan, *all_rows[ARTEFACT_TASK], plot)
         lines += [
-            f"Artefact: `{ARTEFACT_DIR}/` holds the fastest matching {ARTEFACT_TASK} ticket with its card."
+            f"Artefact: [`{ARTEFACT_DIR}/`]({ARTEFACT_DIR}/README.md), the {ARTEFACT_TASK} ticket at "
+            f"{pct(Ticket.from_pretrained(artefact).sparsity)} with its card (the fastest matching one, else the "
+            "best-scoring one at least 2× faster)."
             if artefact
-            else f"No {ARTEFACT_TASK} structured ticket matches yet: no artefact.",
+            else f"No {ARTEFACT_TASK} structured ticket matches or is 2× faster yet: no artefact.",
             "",
         ]
     text = "\n".join(lines)
