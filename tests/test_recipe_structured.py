@@ -14,6 +14,7 @@ from tiny import tiny_checkpoint, tiny_model, write_sst2
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForMaskedLM, BertModel
 
 import hf_tickets
+from hf_tickets.commands import cli
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.shrink import MODELING_FILE, RECORD_KEY
 from hf_tickets.core.structured import HEAD_TARGETS, NEURON_TARGETS, units_of
@@ -123,6 +124,11 @@ def test_a_heads_and_neurons_search_exports_whole_units_and_a_shrunk_model_that_
     assert f"{pruned_heads} heads and {pruned_neurons} FFN neurons removed" in line
     assert "AutoModelForSequenceClassification.from_pretrained(" in line and "trust_remote_code=True" in line
     assert record["parameters_after"] < record["parameters_before"]
+
+    # README: `hf-tickets shrink OUTPUT_DIR ./smaller-model` does the same from the saved sparse model.
+    assert cli.main(["shrink", str(out), str(tmp_path / "cli")]) == 0
+    again = json.loads((tmp_path / "cli" / "config.json").read_text())[RECORD_KEY]
+    assert again["removed_neurons"] == record["removed_neurons"] and again["removed_heads"] == record["removed_heads"]
 
     # The granularity is part of the run's identity (through the strategy): another one is refused on resume.
     with pytest.raises(TicketError, match=r"config strategy: 'heads\+neurons' there, 'neurons' here"):
