@@ -44,6 +44,7 @@ from reproduce_report import (  # noqa: E402
     Settings,
     early_bird_retrain_sparsities,
     read_json,
+    restart_if_weights_lost,
     retrain_dir,
     row_at,
     search_complete,
@@ -340,6 +341,7 @@ class Reproduction:
         run_dir = self.runs_dir / task_name / kind
         if search_complete(run_dir, self.settings):
             return
+        restart_if_weights_lost(run_dir)
         task = self.task(task_name)
         args = self.training_args(run_dir, task_name)
         if kind == "random_pruning":

@@ -37,7 +37,7 @@ from claims_report import (
     table3_transfer_dir,
     variant_of,
 )
-from reproduce_report import MLM
+from reproduce_report import MLM, restart_if_weights_lost
 
 logger = logging.getLogger("reproduce")
 
@@ -199,6 +199,7 @@ class ClaimRuns:
         run_dir = self.runs_dir / MLM / CALIBRATED
         if rows_complete(run_dir, self.claims.mlm_sparsity_schedule):
             return
+        restart_if_weights_lost(run_dir)
         ticket_args = dataclasses.replace(self.repro.ticket_args(), sparsity_schedule=self.claims.mlm_sparsity_schedule)
         run_imp_search(
             self.repro.model_args,
@@ -251,6 +252,7 @@ class ClaimRuns:
         run_dir = self.runs_dir / task / kind
         if rows_complete(run_dir, self.repro.settings.sparsity_schedule):
             return
+        restart_if_weights_lost(run_dir)
         base = self.repro.ticket_args()
         cut = None
         if kind == "imp_rewind_step":
@@ -302,6 +304,7 @@ class ClaimRuns:
         run_dir = self.runs_dir / v.name / kind
         if rows_complete(run_dir, schedule):
             return
+        restart_if_weights_lost(run_dir)
         ticket_args = dataclasses.replace(
             self.repro.ticket_args("random_pruning" if kind == "random_pruning" else "none"), sparsity_schedule=schedule
         )

@@ -17,7 +17,9 @@ feed it synthetic results. Layout of ``<results>/runs/`` (one folder per fine-tu
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,6 +116,19 @@ def search_rows(run_dir: Path) -> list[dict]:
     """The finished rounds of an IMP-style search (empty if it has not started)."""
     results = read_json(run_dir / "results.json")
     return list(results["rounds"]) if results else []
+
+
+def restart_if_weights_lost(run_dir: Path) -> bool:
+    """An unfinished IMP run whose θ0 is gone (not committed: a fresh clone) cannot resume: start it again.
+
+    Its finished rounds are recomputed (same seed, same data). True if the folder was cleared."""
+    if (run_dir / "imp_state.json").is_file() and not (run_dir / "theta0.safetensors").is_file():
+        logging.getLogger("reproduce").warning(
+            "%s: unfinished run without its θ0 (weights are not committed): starting it again", run_dir
+        )
+        shutil.rmtree(run_dir)
+        return True
+    return False
 
 
 def search_complete(run_dir: Path, settings: Settings) -> bool:

@@ -35,6 +35,7 @@ from reproduce_report import (  # noqa: E402
     pct,
     pruned_rows,
     read_json,
+    restart_if_weights_lost,
     score_matches,
     search_rows,
     summarise_task,
@@ -77,6 +78,7 @@ def run_search(rep: Reproduction, task: str, plan: Plan) -> None:
     run_dir = search_dir(rep, task, plan)
     if len(search_rows(run_dir)) == len(plan.schedule.split(",")) + 1:
         return
+    restart_if_weights_lost(run_dir)
     config = dataclasses.replace(rep.ticket_args(), sparsity_schedule=plan.schedule, strategy=plan.strategy)
     run_imp_search(
         rep.model_args,

@@ -607,3 +607,16 @@ def test_only_runs_the_steps_it_names_so_a_second_process_can_take_others(tmp_pa
 
 
 LABELS = ["cola imp", "stsb imp", "transfer mlm -> stsb", "mlm imp", "sst2 imp"]
+
+
+def test_an_unfinished_run_without_its_theta0_starts_again_and_a_resumable_or_finished_one_stays(tmp_path):
+    lost, resumable, finished = tmp_path / "lost", tmp_path / "resumable", tmp_path / "finished"
+    for run in (lost, resumable, finished):
+        write_json(run / "imp_state.json", {"round": 3})
+        write_json(run / "results.json", {"rounds": []})
+    (resumable / "theta0.safetensors").write_bytes(b"weights")
+    assert reproduce_report.restart_if_weights_lost(lost) and not lost.exists()  # a fresh clone: θ0 not committed
+    assert not reproduce_report.restart_if_weights_lost(resumable) and (resumable / "results.json").is_file()
+    (finished / "imp_state.json").unlink()  # not an IMP run folder any more: nothing to judge
+    assert not reproduce_report.restart_if_weights_lost(finished) and finished.exists()
+    assert not reproduce_report.restart_if_weights_lost(tmp_path / "never-started")
