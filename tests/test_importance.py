@@ -2,11 +2,14 @@
 
 import pytest
 import torch
+from imp_kill_script import token_five_data
 from tiny import tiny_model
+from torch.utils.data import DataLoader
 from transformers import BertForSequenceClassification
 
-from hf_tickets import TicketError, prune
+from hf_tickets import IMPConfig, IMPManager, TicketError, prune
 from hf_tickets.core.structured import NEURON_TARGETS
+from hf_tickets.training.imp.trainer_glue import importance_batches
 from hf_tickets.training.importance import unit_importance
 
 HEADS, HIDDEN, FFN, LAYERS = 2, 32, 64, 2  # tests/tiny.py
@@ -165,3 +168,113 @@ def test_scores_are_checked_and_the_tensor_named(change, message):
     change(scores)
     with pytest.raises(TicketError, match=message):
         prune(model, 0.3, strategy="heads+neurons", scores=scores)
+
+
+# ------------------------------------------------------------------ IMP
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(unit_score="gradient"), "unknown unit_score"),
+        (dict(unit_score="importance"), "scores whole heads and neurons.*global_magnitude"),
+        (dict(unit_score="importance", strategy="heads+neurons", importance_batches=0), "importance_batches"),
+        (dict(unit_score="importance", strategy="neurons", early_bird=True), "early_bird"),
+        (dict(unit_score="importance", strategy="heads", baseline="random_reinit", reference_dir="x"), "random_reinit"),
+    ],
+)
+def test_importance_config_refusals(kwargs, message):
+    with pytest.raises(TicketError, match=message):
+        IMPConfig(**kwargs)
+
+
+def test_importance_settings_join_the_identity_only_when_used():
+    magnitude = IMPConfig(strategy="heads+neurons").identity()
+    assert "unit_score" not in magnitude and "importance_batches" not in magnitude  # older runs still resume
+    importance = IMPConfig(strategy="heads+neurons", unit_score="importance", importance_batches=4).identity()
+    assert (importance["unit_score"], importance["importance_batches"]) == ("importance", 4)
+    assert IMPConfig(ticket_granularity="neurons", unit_score="importance", baseline="standard_pruning")
+
+
+def plain_run(out, unit_score: str, pass_batches: bool = True):
+    model = tiny_model(BertForSequenceClassification).train()
+    config = IMPConfig(imp_rounds=1, strategy="heads+neurons", unit_score=unit_score, importance_batches=2, imp_seed=0)
+    manager = IMPManager(model, config, out)
+    data = token_five_data(32, seed=0)
+    for rnd in manager.rounds():
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for ids, labels in DataLoader(data, batch_size=8):
+            model(input_ids=ids, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            manager.apply_masks()
+        loader = ({"input_ids": ids, "labels": labels} for ids, labels in DataLoader(data, batch_size=8))
+        rnd.finish({"eval_accuracy": 0.5}, batches=loader if pass_batches else None)
+    return manager
+
+
+def test_a_plain_loop_passes_its_batches_to_finish_and_is_told_when_it_must_not(tmp_path):
+    with pytest.raises(TicketError, match=r"round.finish\(metrics, batches=...\)"):
+        plain_run(tmp_path / "none", "importance", pass_batches=False)
+    with pytest.raises(TicketError, match="scores by magnitude"):
+        plain_run(tmp_path / "magnitude", "magnitude")
+    manager = plain_run(tmp_path / "importance", "importance")
+    assert manager.done and manager.round_ticket(1).num_pruned > 0
+    assert manager.round_ticket(1).config.provenance["unit_score"] == "importance (2 batches)"
+
+
+class DictData(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.ids, self.labels = data.tensors
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+
+def trainer_run(out, unit_score: str, replay: dict | None = None) -> IMPManager:
+    """A one-pruning-round IMP with the Trainer; ``replay`` gets round 1's ticket pruned by hand from round 0's end."""
+    from transformers import Trainer, TrainingArguments
+
+    model = tiny_model(BertForSequenceClassification).train()
+    config = IMPConfig(
+        sparsity_schedule="0.3", strategy="heads+neurons", unit_score=unit_score, importance_batches=3, imp_seed=0
+    )
+    manager = IMPManager(model, config, out)
+
+    def build(model, rnd):
+        args = TrainingArguments(
+            output_dir=str(rnd.checkpoint_dir), use_cpu=True, report_to=[], max_steps=4, learning_rate=3e-3,
+            per_device_train_batch_size=8, save_strategy="no", disable_tqdm=True, seed=0,
+        )  # fmt: skip
+        return Trainer(model=model, args=args, train_dataset=DictData(token_five_data(64, seed=0)))
+
+    def evaluate(trainer):
+        if replay is not None and manager.current_round.index == 0:  # the model holds round 0's trained weights
+            rnd = manager.current_round
+            batches = importance_batches(trainer, config)
+            assert all(
+                torch.equal(a["input_ids"], b["input_ids"])
+                for a, b in zip(batches, importance_batches(trainer, config))
+            )
+            scores = unit_importance(model, batches, targets=rnd.ticket.config.targets)
+            replay["ticket"] = prune(
+                model, rnd.next_sparsity, strategy="heads+neurons", ticket=rnd.ticket, scores=scores
+            )
+        return {"eval_accuracy": 0.5}
+
+    manager.run_with_trainer(build, evaluate)
+    return manager
+
+
+def test_imp_with_the_trainer_prunes_by_importance_repeatably(tmp_path):
+    replay = {}
+    importance = trainer_run(tmp_path / "importance", "importance", replay)
+    magnitude = trainer_run(tmp_path / "magnitude", "magnitude")
+    again = trainer_run(tmp_path / "again", "importance")
+    ticket = importance.round_ticket(1)
+    assert ticket.equals(replay["ticket"])  # the importance of 3 seeded training batches, pruned by the strategy
+    assert not ticket.equals(magnitude.round_ticket(1))
+    assert ticket.equals(again.round_ticket(1))  # same batches, same scores, same masks
+    with pytest.raises(TicketError, match="unit_score"):  # part of the run's identity
+        IMPManager(tiny_model(BertForSequenceClassification), magnitude.config, tmp_path / "importance")
