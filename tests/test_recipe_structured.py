@@ -216,3 +216,17 @@ def test_heads_at_the_default_target_sparsity_fit_a_12_head_model_and_fail_early
     with pytest.raises(TicketError, match=r"--ticket_granularity heads .* cannot reach the last round's sparsity 0.9"):
         run_glue.main(glue(tiny_base, sst2, tmp_path, "--max_steps", "2", "--ticket_granularity", "heads"))
     assert not any(tmp_path.iterdir())
+
+
+def test_a_search_ranks_units_by_importance_when_asked(tiny_base, sst2, tmp_path):
+    """--unit_score importance reaches the rounds through run_imp_search: another ticket than magnitude's."""
+    args = ["--max_steps", "4", "--sparsity_schedule", "0.3", "--ticket_granularity", "heads+neurons"]
+    importance = run_glue.main(
+        glue(tiny_base, sst2, tmp_path / "importance", *args, "--unit_score", "importance", "--importance_batches", "2")
+    )
+    run_glue.main(glue(tiny_base, sst2, tmp_path / "magnitude", *args))
+    assert (importance["config"]["unit_score"], importance["config"]["importance_batches"]) == ("importance", 2)
+    ticket = hf_tickets.Ticket.from_pretrained(tmp_path / "importance" / "round_01" / "ticket")
+    assert ticket.config.provenance["unit_score"] == "importance (2 batches)"
+    assert "partial" not in unit_states(ticket) and ticket.sparsity == pytest.approx(0.3, abs=0.02)
+    assert not ticket.equals(hf_tickets.Ticket.from_pretrained(tmp_path / "magnitude" / "round_01" / "ticket"))

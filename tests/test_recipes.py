@@ -379,6 +379,7 @@ def test_help_prints_every_flag(recipe, capsys):
     out = capsys.readouterr().out
     assert "--model_name_or_path" in out and "--matching_tolerance" in out and "1%" in out
     assert "--ticket_granularity {weights,heads,neurons,heads+neurons}" in out
+    assert "--unit_score {magnitude,importance}" in out and "--importance_batches IMPORTANCE_BATCHES" in out
     assert "--shrink [SHRINK]" in out and "--shrink_stock_config [SHRINK_STOCK_CONFIG]" in out
 
 

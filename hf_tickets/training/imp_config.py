@@ -14,6 +14,9 @@ from hf_tickets.core.structured import GRANULARITIES, HEAD_TARGETS, NEURON_TARGE
 #: What IMPManager matches on when the config names no metric (the recipes name the task's).
 DEFAULT_MATCHING_METRIC = "eval_accuracy"
 BASELINES = ("none", "random_pruning", "random_reinit", "standard_pruning")
+#: How a structured strategy scores a head or neuron: mean |w| of its weights, or its importance on training
+#: batches (hf_tickets.training.importance: Michel et al. 2019, Prasanna et al. 2020).
+UNIT_SCORES = ("magnitude", "importance")
 #: ticket_granularity -> (default strategy, default targets). Heads or neurons alone prune only their units'
 #: matrices, so target_sparsity is the fraction of heads or neurons (on "auto" a head strategy would stop near 1/3).
 GRANULARITY_DEFAULTS = {
@@ -39,6 +42,8 @@ IDENTITY = (
     "early_bird_threshold",
     "early_bird_patience",
     "early_bird_interval",
+    "unit_score",
+    "importance_batches",
 )
 
 
@@ -95,6 +100,19 @@ class IMPConfig:
             "help": "Which weights to prune: a preset (auto = encoder linears), a regex or module names. Default: "
             "auto; with --ticket_granularity heads or neurons, only those units' matrices."
         },
+    )
+    unit_score: str = field(
+        default="magnitude",
+        metadata={
+            "help": "Structured strategies only: rank heads and neurons by the mean magnitude of their weights, or by "
+            "their importance on training data, sum over --importance_batches batches of |dL/d gate| (Michel et al. "
+            "2019), computed from each round's trained weights (extra forward+backward passes per round).",
+            "choices": list(UNIT_SCORES),
+        },
+    )
+    importance_batches: int = field(
+        default=32,
+        metadata={"help": "unit_score=importance: training batches scored per round (the same ones every run)."},
     )
     baseline: str = field(
         default="none",
@@ -173,6 +191,7 @@ class IMPConfig:
             raise TicketError(
                 f"early_bird watches the magnitude mask converge; {self.baseline} masks do not depend on training"
             )
+        self._check_unit_score()
         if not 0.0 < self.early_bird_threshold <= 1.0:
             raise TicketError(f"early_bird_threshold must be in (0, 1], got {self.early_bird_threshold}")
         if self.early_bird_patience < 1 or self.early_bird_interval < 1:
@@ -184,6 +203,38 @@ class IMPConfig:
         for name in ("matching_tolerance", "full_model_std"):
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise TicketError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def _check_unit_score(self) -> None:
+        if self.unit_score not in UNIT_SCORES:
+            raise TicketError(f"unknown unit_score {self.unit_score!r}; choose one of {', '.join(UNIT_SCORES)}")
+        batches = self.importance_batches
+        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+            raise TicketError(f"importance_batches must be a whole number >= 1, got {batches!r}")
+        if self.unit_score == "magnitude":
+            return
+        if self.granularity == "weights":
+            raise TicketError(
+                f"unit_score='importance' scores whole heads and neurons; --strategy {self.strategy} prunes single "
+                "weights: pass --ticket_granularity heads, neurons or heads+neurons"
+            )
+        if self.baseline == "random_reinit":
+            raise TicketError("random_reinit reuses the reference run's masks: it scores nothing, leave unit_score")
+        if self.early_bird:
+            raise TicketError(
+                "early_bird with unit_score='importance' is not supported: every check would cost "
+                "importance_batches forward+backward passes, and early bird watches the magnitude mask"
+            )
+
+    def identity(self) -> dict[str, Any]:
+        """The settings of ``IDENTITY`` this run's rounds depend on.
+
+        With the magnitude score the importance settings are left out: runs recorded before they existed
+        (which scored by magnitude) still resume, and importance_batches changes nothing then.
+        """
+        values = {k: v for k, v in self.to_dict().items() if k in IDENTITY}
+        if self.unit_score == "magnitude":
+            del values["unit_score"], values["importance_batches"]
+        return values
 
     def _resolve_granularity(self) -> None:
         """Fill strategy and targets from ticket_granularity; refuse a strategy of another granularity.

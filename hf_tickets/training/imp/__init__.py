@@ -20,6 +20,9 @@ Plain (Accelerate) loop::
             if rnd.should_stop: break          # early-bird
         rnd.finish({"eval_accuracy": evaluate(model)})
 
+A structured strategy with ``unit_score="importance"`` ranks heads and neurons by their importance on
+data (``hf_tickets.training.importance``): pass training batches, ``rnd.finish(metrics, batches=loader)``.
+
 Trainer: ``manager.run_with_trainer(lambda model, rnd: Trainer(model, TrainingArguments(
 output_dir=str(rnd.checkpoint_dir), ...), ...))`` builds one Trainer per round (so the LR schedule
 restarts) and adds ``TicketCallback(rnd.ticket)``; an interrupted round resumes from its last checkpoint.

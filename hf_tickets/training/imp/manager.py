@@ -10,10 +10,11 @@ rank at once with the same error.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from hf_tickets.core.collectives import broadcast_object, is_main_process, on_ma
 from hf_tickets.core.errors import TicketError
 from hf_tickets.core.pruning import mask_distance, prune
 from hf_tickets.core.shards import full_state_dict, full_weight, load_full_state_dict
+from hf_tickets.core.structured import STRUCTURED_STRATEGIES
 from hf_tickets.core.targets import unwrap_model
 from hf_tickets.core.ticket import FINGERPRINT_MIN_SIMILARITY, MASKS_FILE, Ticket
 from hf_tickets.training.imp.rounds import IMPRound
@@ -44,7 +46,8 @@ from hf_tickets.training.imp.run_state import (
 )
 from hf_tickets.training.imp.summary import RunSummary
 from hf_tickets.training.imp.trainer_glue import run_with_trainer
-from hf_tickets.training.imp_config import DEFAULT_MATCHING_METRIC, IDENTITY, IMPConfig
+from hf_tickets.training.imp_config import DEFAULT_MATCHING_METRIC, IMPConfig
+from hf_tickets.training.importance import unit_importance
 from hf_tickets.training.launch import distributed_info
 from hf_tickets.training.masking import Masking
 from hf_tickets.training.results import make_row
@@ -86,7 +89,7 @@ class IMPManager:
         self._theta_rewind: dict[str, torch.Tensor] | None = None
         self._final_weights: dict[str, torch.Tensor] | None = None  # standard pruning: next round's start
         self._identity = {
-            "config": {k: v for k, v in self.config.to_dict().items() if k in IDENTITY},
+            "config": self.config.identity(),
             "run_identity": plain(dict(run_identity or {})),
         }
         self.stopped_reason: str | None = None
@@ -216,7 +219,8 @@ class IMPManager:
         state = on_main(lambda: folder.read_state() if folder.is_initialised() else None)
         if state is not None:
             # Runs from before the identity was recorded: their config holds the same settings.
-            recorded = state.get("identity") or {"config": {k: state["config"].get(k) for k in IDENTITY}}
+            legacy = {k: state["config"].get(k) for k in self._identity["config"]}
+            recorded = state.get("identity") or {"config": legacy}
             check_identity(self.output_dir, recorded, self._identity)
             check_schedule(self.output_dir, state.get("schedule", []), self.schedule)
             self._identity = {**recorded, **self._identity}
@@ -329,8 +333,11 @@ class IMPManager:
         self._round.begin()
         return self._round
 
-    def _next_ticket(self, ticket: Ticket, sparsity: float, index: int) -> Ticket:
-        """The ticket of round ``index + 1``: pruned from the weights the model holds now (IMP)."""
+    def _next_ticket(self, ticket: Ticket, sparsity: float, index: int, batches: Iterable | None = None) -> Ticket:
+        """The ticket of round ``index + 1``: pruned from the weights the model holds now (IMP).
+
+        With ``unit_score="importance"``, ranked by the units' importance on ``batches`` instead of their magnitude.
+        """
         baseline = self.config.baseline
         if baseline == "random_reinit":
             new = Ticket.from_pretrained(RunFolder(self._reference).ticket_dir(index + 1))
@@ -341,8 +348,13 @@ class IMPManager:
             new.config.provenance.pop("metrics", None)  # the reference's scores, not this run's
         elif baseline == "random_pruning":
             new = prune(self.model, sparsity, strategy="random", ticket=ticket, seed=self.config.imp_seed)
-        else:  # IMP and standard pruning: global magnitude of the trained weights, on every rank
-            new = prune(self.model, sparsity, strategy=self.config.strategy, ticket=ticket)
+        else:  # IMP and standard pruning: the strategy's ranking of the trained weights, on every rank
+            scores = None
+            if self.config.unit_score == "importance":
+                kinds = STRUCTURED_STRATEGIES[self.config.strategy][0]
+                used = itertools.islice(batches, self.config.importance_batches)
+                scores = unit_importance(self.model, used, targets=ticket.config.targets, kinds=kinds)
+            new = prune(self.model, sparsity, strategy=self.config.strategy, ticket=ticket, scores=scores)
         return self._annotate(new, index + 1)
 
     def _annotate(self, ticket: Ticket, index: int) -> Ticket:
@@ -354,11 +366,21 @@ class IMPManager:
             rewind=c.rewind if c.rewind == "init" else f"step {c.rewind_steps}",
             schedule=c.sparsity_schedule or f"prune_fraction {c.prune_fraction}",
         )
+        if c.unit_score == "importance":  # magnitude is what every strategy means without it
+            ticket.config.provenance["unit_score"] = f"importance ({c.importance_batches} batches)"
         return ticket
 
-    def _finish(self, rnd: IMPRound, metrics: dict, train_steps, planned_steps, train_time_s) -> None:
+    def _finish(self, rnd: IMPRound, metrics: dict, train_steps, planned_steps, train_time_s, batches) -> None:
         if rnd.finished or rnd is not self._round:
             raise TicketError(f"round {rnd.index} is not the round in progress (finished twice?)")
+        importance = self.config.unit_score == "importance"
+        if importance and batches is None and not rnd.is_last:
+            raise TicketError(
+                f"unit_score='importance' scores the units on data: pass round.finish(metrics, batches=...) "
+                f"(training batches with labels; the first {self.config.importance_batches} are used)"
+            )
+        if batches is not None and not importance:
+            raise TicketError("round.finish(batches=) is for unit_score='importance'; this run scores by magnitude")
         train_time = train_time_s if train_time_s is not None else time.perf_counter() - rnd.started_at
         if rnd.masking is not None:
             rnd.masking.remove()
@@ -386,7 +408,7 @@ class IMPManager:
         stop = rnd.index > 0 and self.config.stop_when_not_matching and not self.summary.matches(row)
         next_ticket = None
         if not rnd.is_last and not stop:
-            next_ticket = self._next_ticket(rnd.ticket, rnd.next_sparsity, rnd.index)  # collective when sharded
+            next_ticket = self._next_ticket(rnd.ticket, rnd.next_sparsity, rnd.index, batches)  # collective if sharded
             if self.config.baseline == "standard_pruning":
                 self._final_weights = _snapshot(self._module)
 

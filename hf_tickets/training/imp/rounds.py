@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +68,15 @@ class IMPRound:
         train_steps: int | None = None,
         planned_steps: int | None = None,
         train_time_s: float | None = None,
+        batches: Iterable[Mapping] | None = None,
     ) -> None:
-        """Record ``metrics``, prune to the next sparsity and save the round (metrics.json last)."""
-        self._on_finish(self, dict(metrics), train_steps, planned_steps, train_time_s)
+        """Record ``metrics``, prune to the next sparsity and save the round (metrics.json last).
+
+        ``batches``: with ``unit_score="importance"``, training batches (dicts of tensors with labels; the first
+        ``importance_batches`` are used) on which the trained model's heads and neurons are scored. Pass the same
+        ones in every run (e.g. a loader seeded with ``imp_seed``), so a rerun prunes the same units.
+        """
+        self._on_finish(self, dict(metrics), train_steps, planned_steps, train_time_s, batches)
 
     def begin(self) -> None:
         """Before the first step: the mask pruning would give from the starting weights, for early bird."""

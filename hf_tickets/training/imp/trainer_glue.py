@@ -10,6 +10,7 @@ are part of the run's identity: resuming with others is an error naming the sett
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainerState
@@ -105,8 +107,22 @@ def run_with_trainer(
             metrics.update(evaluate(trainer))
         elif trainer.eval_dataset is not None:
             metrics.update(trainer.evaluate())
-        rnd.finish(metrics, trainer.state.global_step, trainer.state.max_steps, train_time)
+        batches = importance_batches(trainer, manager.config) if not rnd.is_last else None
+        rnd.finish(metrics, trainer.state.global_step, trainer.state.max_steps, train_time, batches)
     return manager.results
+
+
+def importance_batches(trainer, config) -> list | None:
+    """With ``unit_score="importance"``: the first ``importance_batches`` batches of the round's train loader.
+
+    Drawn under ``imp_seed`` (the training's random state untouched), so every run and every resume scores
+    the same batches; the loader places them on the model's device.
+    """
+    if config.unit_score != "importance":
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.imp_seed)
+        return list(itertools.islice(trainer.get_train_dataloader(), config.importance_batches))
 
 
 class RoundSteps(TrainerCallback):
