@@ -61,25 +61,29 @@ class Plan:
     shapes: tuple[tuple[int, int], ...] = SHAPES
     goal_shape: tuple[int, int] = (32, 128)  # where "≥2× faster" is read, and the plot's speed axis
     repeats: int = 5
+    # How a round ranks units: mean magnitude, or importance on data (Michel et al.; IMPConfig.unit_score)
+    unit_scores: tuple[str, ...] = ("magnitude", "importance")
 
 
 SMOKE_PLAN = Plan(tasks=("sst2",), schedule="0.3,0.5", shapes=((4, 16),), goal_shape=(4, 16), repeats=2)
 SMOKE_SETTINGS = dataclasses.replace(SMOKE, tasks=["sst2"], train_samples={"sst2": 32})
 
 
-def search_dir(rep: Reproduction, task: str, plan: Plan) -> Path:
-    return rep.runs_dir / task / f"structured_{plan.strategy}"
+def search_dir(rep: Reproduction, task: str, plan: Plan, score: str) -> Path:
+    return rep.runs_dir / task / (f"structured_{plan.strategy}" + ("" if score == "magnitude" else f"_{score}"))
 
 
-def run_search(rep: Reproduction, task: str, plan: Plan) -> None:
+def run_search(rep: Reproduction, task: str, plan: Plan, score: str) -> None:
     """IMP with the structured strategy; IMPManager skips finished rounds and resumes the rest."""
     from hf_tickets.experiments.experiment import run_imp_search
 
-    run_dir = search_dir(rep, task, plan)
+    run_dir = search_dir(rep, task, plan, score)
     if len(search_rows(run_dir)) == len(plan.schedule.split(",")) + 1:
         return
     restart_if_weights_lost(run_dir)
-    config = dataclasses.replace(rep.ticket_args(), sparsity_schedule=plan.schedule, strategy=plan.strategy)
+    config = dataclasses.replace(
+        rep.ticket_args(), sparsity_schedule=plan.schedule, strategy=plan.strategy, unit_score=score
+    )
     run_imp_search(
         rep.model_args,
         rep.task(task),
@@ -104,17 +108,19 @@ def timed_models(rep: Reproduction, task: str, plan: Plan) -> tuple[dict, dict]:
     dense = AutoModelForSequenceClassification.from_pretrained(rep.model_args.model_name_or_path, **kwargs)
     dense.eval()
     models = {"dense": dense}
-    run_dir = search_dir(rep, task, plan)
-    for row in pruned_rows(search_rows(run_dir)):
-        model = copy.deepcopy(dense)
-        shrink(model, Ticket.from_pretrained(run_dir / row["ticket"]))
-        models[f"structured@{row['sparsity']:.1f}"] = model
-    # An unstructured ticket keeps every matrix whole, so which weights are zero does not change its speed:
-    # a magnitude ticket of θ0 at the same sparsity stands in for the IMP run's (whose masks a clone lacks).
-    for row in pruned_rows(search_rows(run_dir)):
-        model = copy.deepcopy(dense)
-        prune(model, round(row["sparsity"], 1)).apply(model)
-        models[f"unstructured@{row['sparsity']:.1f}"] = model
+    for score in plan.unit_scores:
+        run_dir = search_dir(rep, task, plan, score)
+        for row in pruned_rows(search_rows(run_dir)):
+            model = copy.deepcopy(dense)
+            shrink(model, Ticket.from_pretrained(run_dir / row["ticket"]))
+            models[f"{score}@{row['sparsity']:.1f}"] = model
+            # An unstructured ticket keeps every matrix whole, so which weights are zero does not change its
+            # speed: a magnitude ticket of θ0 at the same sparsity stands in for the IMP run's (a clone lacks its
+            # masks).
+            if f"unstructured@{row['sparsity']:.1f}" not in models:
+                model = copy.deepcopy(dense)
+                prune(model, round(row["sparsity"], 1)).apply(model)
+                models[f"unstructured@{row['sparsity']:.1f}"] = model
     params = {name: sum(p.numel() for p in m.base_model.encoder.parameters()) for name, m in models.items()}
     return models, params
 
@@ -145,18 +151,19 @@ def shape_key(shape: tuple[int, int]) -> str:
     return f"b{shape[0]}_s{shape[1]}"
 
 
-def task_rows(rep: Reproduction, task: str, plan: Plan, speed: dict) -> tuple[list[dict], object]:
+def task_rows(rep: Reproduction, task: str, plan: Plan, speed: dict, score_kind: str) -> tuple[list[dict], object]:
     """One row per structured round: sparsity, score, the unstructured/random scores there, speed-ups."""
     summary = summarise_task(rep.runs_dir, task, rep.settings)
     rows = []
     schedule = [float(x) for x in plan.schedule.split(",")]
-    for row in pruned_rows(search_rows(search_dir(rep, task, plan))):
-        sparsity, name = row["sparsity"], f"structured@{row['sparsity']:.1f}"
+    for row in pruned_rows(search_rows(search_dir(rep, task, plan, score_kind))):
+        sparsity, name = row["sparsity"], f"{score_kind}@{row['sparsity']:.1f}"
         # whole units land near the scheduled sparsity (0.29998...): the other runs are read at the scheduled one
         nominal = min(schedule, key=lambda x: abs(x - sparsity))
         score = row.get(summary.metric)
         rows.append(
             {
+                "unit_score": score_kind,
                 "sparsity": sparsity,
                 "score": score,
                 "matching": score is not None and score_matches(summary, score),
@@ -184,11 +191,10 @@ def pareto(points: list[tuple[str, float, float]]) -> list[str]:
     return front
 
 
-def task_markdown(task: str, rows: list[dict], summary, speed: dict, plan: Plan) -> list[str]:
+def task_markdown(task: str, score_kind: str, rows: list[dict], summary, speed: dict, plan: Plan) -> list[str]:
     shapes = [shape_key(s) for s in plan.shapes]
-    full = f"{fmt(summary.full_mean)} ± {fmt(summary.full_std)}" if summary.full_mean is not None else "—"
     lines = [
-        f"## {task} ({summary.metric}; full model {full} over {len(summary.full_scores)} seeds)",
+        f"### {task}, units ranked by {score_kind}",
         "",
         "| sparsity | structured ticket | matching | unstructured IMP | random pruning | encoder params | "
         + " | ".join(f"speed-up {k}" for k in shapes)
@@ -212,50 +218,65 @@ def task_markdown(task: str, rows: list[dict], summary, speed: dict, plan: Plan)
     return lines
 
 
+def label(row: dict) -> str:
+    return f"{row['unit_score']} {pct(row['sparsity'])}"
+
+
 def goal_line(task: str, rows: list[dict], plan: Plan) -> str:
+    """The issue's goal, over every variant's rows: a ticket >= 2x faster at the goal shape and matching."""
     key = shape_key(plan.goal_shape)
     fast = [r for r in rows if (r["speedup"].get(key) or 0) >= 2.0]
     good = [r for r in fast if r["matching"]]
     if good:
         best = max(good, key=lambda r: r["speedup"][key])
         return (
-            f"**Goal met on {task}**: the {pct(best['sparsity'])} structured ticket is {best['speedup'][key]:.2f}× "
+            f"**Goal met on {task}**: the {label(best)} structured ticket is {best['speedup'][key]:.2f}× "
             f"faster than the dense model at batch {plan.goal_shape[0]}, sequence {plan.goal_shape[1]}, and matching "
             f"({fmt(best['score'])})."
         )
     if not fast:
         return f"**Goal not reached on {task}**: no structured ticket measured ≥2× faster yet."
-    sparsest = min(fast, key=lambda r: r["sparsity"])
+    best = max(fast, key=lambda r: r["score"] or 0.0)
     return (
-        f"**Goal not met on {task}**: the tickets ≥2× faster (from {pct(sparsest['sparsity'])}, "
-        f"{sparsest['speedup'][key]:.2f}×) score {fmt(sparsest['score'])} and below, outside the matching band."
+        f"**Goal not met on {task}**: no ticket ≥2× faster is matching; the best of them, {label(best)} "
+        f"({best['speedup'][key]:.2f}×), scores {fmt(best['score'])}, outside the matching band."
     )
 
 
-def write_plot(all_rows: dict[str, tuple[list[dict], object]], path: Path, plan: Plan) -> Path | None:
+COLORS = {"magnitude": "tab:blue", "importance": "tab:green"}
+
+
+def write_plot(all_rows: dict, path: Path, plan: Plan) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     key = shape_key(plan.goal_shape)
-    tasks = [t for t, (rows, _) in all_rows.items() if rows]
+    tasks = [t for t, (by_score, _) in all_rows.items() if any(by_score.values())]
     if not tasks:
         return None
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        rows, summary = all_rows[task]
+        by_score, summary = all_rows[task]
         ax.axhspan(
             (summary.full_mean or 0) - (summary.full_std or 0),
             (summary.full_mean or 0) + (summary.full_std or 0),
             color="0.85",
             label="full model ± std",
         )
-        xs = [r["speedup"][key] for r in rows if r["speedup"].get(key)]
-        ys = [r["score"] for r in rows if r["speedup"].get(key)]
-        ax.plot(xs, ys, "o-", color="tab:blue", label=f"structured ({plan.strategy}), shrunk")
-        for r in rows:
-            if r["speedup"].get(key):
+        for score_kind, rows in by_score.items():
+            timed = [r for r in rows if r["speedup"].get(key)]
+            if not timed:
+                continue
+            ax.plot(
+                [r["speedup"][key] for r in timed],
+                [r["score"] for r in timed],
+                "o-",
+                color=COLORS.get(score_kind),
+                label=f"structured, {score_kind} ({plan.strategy}), shrunk",
+            )
+            for r in timed:
                 ax.annotate(
                     pct(r["sparsity"]),
                     (r["speedup"][key], r["score"]),
@@ -263,10 +284,16 @@ def write_plot(all_rows: dict[str, tuple[list[dict], object]], path: Path, plan:
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
-        ux = [r["unstructured_speedup"][key] for r in rows if r["unstructured_speedup"].get(key) and r["imp"]]
-        uy = [r["imp"] for r in rows if r["unstructured_speedup"].get(key) and r["imp"]]
-        if ux:
-            ax.plot(ux, uy, "s", color="tab:orange", label="unstructured IMP, masked")
+        rows = next((r for r in by_score.values() if r), [])
+        masked = [r for r in rows if r["unstructured_speedup"].get(key) and r["imp"]]
+        if masked:
+            ax.plot(
+                [r["unstructured_speedup"][key] for r in masked],
+                [r["imp"] for r in masked],
+                "s",
+                color="tab:orange",
+                label="unstructured IMP, masked",
+            )
         if summary.full_mean is not None:
             ax.plot([1.0], [summary.full_mean], "k*", markersize=10, label="dense")
         ax.set_xlabel(f"speed-up over dense (batch {plan.goal_shape[0]}, seq {plan.goal_shape[1]}, CPU)")
@@ -280,10 +307,11 @@ def write_plot(all_rows: dict[str, tuple[list[dict], object]], path: Path, plan:
     return path
 
 
-def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plot: Path | None) -> Path | None:
+def write_artefact(rep: Reproduction, plan: Plan, by_score: dict, summary, plot: Path | None) -> Path | None:
     """A structured ticket of ``ARTEFACT_TASK`` as a ticket folder with its card (speed beside score, the plot):
-    the fastest matching one; if none matches, the best-scoring one at least 2x faster (the card says it is
-    not matching). None without such a ticket (or its masks: a clone keeps the artefact's own copy)."""
+    the fastest matching one of any unit score; if none matches, the best-scoring one at least 2x faster (the
+    card says it is not matching). None without such a ticket (or its masks: a clone keeps the artefact's own
+    copy)."""
     import shutil
 
     from mlm_ticket_artefact import BASE_MODEL
@@ -292,6 +320,7 @@ def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plo
     from hf_tickets.hub.cards import ticket_card
 
     key = shape_key(plan.goal_shape)
+    rows = [r for variant in by_score.values() for r in variant]
     matching = [r for r in rows if r["matching"] and r["speedup"].get(key)]
     fast = [r for r in rows if (r["speedup"].get(key) or 0) >= 2.0 and r["score"] is not None]
     if matching:
@@ -300,7 +329,7 @@ def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plo
         best = max(fast, key=lambda r: (r["score"], r["speedup"][key]))
     else:
         return None
-    run_dir, out_dir = search_dir(rep, ARTEFACT_TASK, plan), rep.results_dir / ARTEFACT_DIR
+    run_dir, out_dir = search_dir(rep, ARTEFACT_TASK, plan, best["unit_score"]), rep.results_dir / ARTEFACT_DIR
     row = next(r for r in search_rows(run_dir) if r["sparsity"] == best["sparsity"])
     source = run_dir / row["ticket"] if (run_dir / row["ticket"] / MASKS_FILE).is_file() else out_dir
     if not (source / MASKS_FILE).is_file():
@@ -310,7 +339,7 @@ def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plo
     ticket.config.provenance.update(task=ARTEFACT_TASK, datasets=["glue/sst2 (subset)"])
     ticket.save_pretrained(out_dir)
     speed = {
-        "rows": [{**r, "speedup": r["speedup"].get(key)} for r in rows],
+        "rows": [{**r, "speedup": r["speedup"].get(key)} for r in by_score[best["unit_score"]]],
         "metric": summary.metric,
         "shape": f"batch {plan.goal_shape[0]}, sequence {plan.goal_shape[1]}, one CPU thread, ratios from one run",
         "where": "the build machine",
@@ -323,6 +352,10 @@ def write_artefact(rep: Reproduction, plan: Plan, rows: list[dict], summary, plo
     return out_dir
 
 
+def searched(rep: Reproduction, task: str, plan: Plan) -> bool:
+    return any(search_rows(search_dir(rep, task, plan, score)) for score in plan.unit_scores)
+
+
 def write_report(rep: Reproduction, plan: Plan, measure: bool = True) -> str:
     from hf_tickets.core.atomic_files import atomic_write_json, atomic_write_text
     from hf_tickets.core.ticket import Ticket
@@ -330,33 +363,47 @@ def write_report(rep: Reproduction, plan: Plan, measure: bool = True) -> str:
     times_path = rep.results_dir / TIMES_FILE
     speeds = read_json(times_path) or {}
     if measure:
-        speeds = {
-            task: measure_speed(rep, task, plan) for task in plan.tasks if search_rows(search_dir(rep, task, plan))
-        }
+        speeds = {task: measure_speed(rep, task, plan) for task in plan.tasks if searched(rep, task, plan)}
         atomic_write_json(times_path, speeds)
-    all_rows = {task: task_rows(rep, task, plan, speeds.get(task, {})) for task in plan.tasks}
+    all_rows = {}
+    for task in plan.tasks:
+        by_score = {}
+        for score_kind in plan.unit_scores:
+            by_score[score_kind], summary = task_rows(rep, task, plan, speeds.get(task, {}), score_kind)
+        all_rows[task] = (by_score, summary)
     lines = [
         f"# Structured tickets: score beside speed ({plan.strategy})",
         "",
         "IMP over whole attention heads and FFN neurons, rewinding to θ0, with the reproduction's protocol "
         "(`reproduce.py`: same data subsets, epochs, learning rate, seed); each round's ticket trained from θ0. "
-        "Speed: the same ticket shrunk (heads and neurons removed), timed against the dense model and the "
-        "unstructured IMP tickets (masked) in one interleaved run on one thread (median of "
+        "Units are ranked by their mean weight magnitude, or by their importance on 32 training batches at the "
+        "round's end (Michel et al. 2019: |∂L/∂gate| of the unit, `--unit_score importance`). "
+        "Speed: the same ticket shrunk (heads and neurons removed), timed against the dense model and "
+        "unstructured tickets (masked) in one interleaved run on one thread (median of "
         f"{plan.repeats}); ratios, not milliseconds. ✓ = within one std of the full model's mean (the paper's "
         "matching band). Regenerate: `python benchmarks/structured_tickets.py --report`.",
         "",
     ]
     for task in plan.tasks:
-        rows, summary = all_rows[task]
-        lines += task_markdown(task, rows, summary, speeds.get(task, {}), plan) + ["", goal_line(task, rows, plan), ""]
+        by_score, summary = all_rows[task]
+        full = f"{fmt(summary.full_mean)} ± {fmt(summary.full_std)}" if summary.full_mean is not None else "—"
+        lines += [f"## {task} ({summary.metric}; full model {full} over {len(summary.full_scores)} seeds)", ""]
+        for score_kind, rows in by_score.items():
+            if rows:
+                lines += task_markdown(task, score_kind, rows, summary, speeds.get(task, {}), plan) + [""]
+        every = [r for rows in by_score.values() for r in rows]
+        if not every:
+            lines += ["No structured run yet.", ""]
+            continue
         points = [("dense", 1.0, summary.full_mean or 0.0)] + [
-            (pct(r["sparsity"]), r["speedup"].get(shape_key(plan.goal_shape)) or 0.0, r["score"] or 0.0) for r in rows
+            (label(r), r["speedup"].get(shape_key(plan.goal_shape)) or 0.0, r["score"] or 0.0) for r in every
         ]
-        if rows:
-            lines += [
-                f"Pareto front (speed-up at {shape_key(plan.goal_shape)} vs score): {', '.join(pareto(points))}.",
-                "",
-            ]
+        lines += [
+            goal_line(task, every, plan),
+            "",
+            f"Pareto front (speed-up at {shape_key(plan.goal_shape)} vs score): {', '.join(pareto(points))}.",
+            "",
+        ]
     plot = write_plot(all_rows, rep.results_dir / "plots" / "structured_pareto.png", plan)
     if plot is not None:
         lines += ["![speed vs score](plots/structured_pareto.png)", ""]
@@ -380,6 +427,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="toy sizes into results/smoke (a minute)")
     parser.add_argument("--report", action="store_true", help="only rebuild the report (times the models again)")
     parser.add_argument("--no_timing", action="store_true", help="with --report: reuse the recorded speeds")
+    parser.add_argument("--tasks", default=None, help="run only these comma-separated tasks (the report has all)")
+    parser.add_argument("--unit_scores", default=None, help="run only these unit scores: magnitude,importance")
     parser.add_argument("--results_dir", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -387,10 +436,11 @@ def main(argv=None) -> int:
     results_dir = Path(args.results_dir) if args.results_dir else RESULTS_DIR / ("smoke" if args.smoke else "")
     rep = Reproduction(settings, results_dir)
     if not args.report:
-        for task in plan.tasks:
-            start = time.perf_counter()
-            run_search(rep, task, plan)
-            logger.info("%s structured search: %.0f s", task, time.perf_counter() - start)
+        for task in args.tasks.split(",") if args.tasks else plan.tasks:
+            for score in args.unit_scores.split(",") if args.unit_scores else plan.unit_scores:
+                start = time.perf_counter()
+                run_search(rep, task, plan, score)
+                logger.info("%s structured search (%s): %.0f s", task, score, time.perf_counter() - start)
     print(write_report(rep, plan, measure=not args.no_timing))
     return 0
 
