@@ -620,3 +620,19 @@ def test_an_unfinished_run_without_its_theta0_starts_again_and_a_resumable_or_fi
     (finished / "imp_state.json").unlink()  # not an IMP run folder any more: nothing to judge
     assert not reproduce_report.restart_if_weights_lost(finished) and finished.exists()
     assert not reproduce_report.restart_if_weights_lost(tmp_path / "never-started")
+
+
+def test_a_task_whose_imp_has_only_its_full_model_round_is_pending_not_a_failed_search():
+    def summary(task, rows):
+        return reproduce_report.TaskSummary(
+            task, "eval_accuracy", {42: 0.8, 43: 0.81}, 0.805, 0.007, {"imp": rows}, {"sparsity": None}, {}
+        )
+
+    full = {"round": 0, "sparsity": 0.0, "eval_accuracy": 0.8}
+    pruned = {"round": 1, "sparsity": 0.1, "eval_accuracy": 0.801}
+    matched = summary("sst2", [full, pruned])
+    matched.imp_matching = {"sparsity": 0.1}
+    claim = claims_report._claim_matching({"sst2": matched, "squad": summary("squad", [full])}, [])
+    assert claim["evidence"][0] == "matching tickets on 1 of 1 testable tasks"  # squad is not counted as failed
+    assert any(e.startswith("SQuAD") and "IMP pending" in e for e in claim["evidence"])
+    assert claim["verdict"] == "reproduced"
