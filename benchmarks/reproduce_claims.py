@@ -239,11 +239,20 @@ class ClaimRuns:
         )
 
     def mlm_ticket_dir(self) -> Path | None:
+        """The run's ticket at the Table 3 sparsity; in a clone (masks are not committed) the artefact's copy."""
+        from mlm_ticket_artefact import ARTEFACT_DIR
         from reproduce_report import row_at, search_rows
+
+        from hf_tickets.core.ticket import MASKS_FILE
 
         run_dir = self.runs_dir / MLM / CALIBRATED
         row = row_at(search_rows(run_dir), self.claims.table3_sparsity)
-        return None if row is None else run_dir / row["ticket"]
+        if row is None:
+            return None
+        if (run_dir / row["ticket"] / MASKS_FILE).is_file():
+            return run_dir / row["ticket"]
+        artefact = self.runs_dir.parent / ARTEFACT_DIR
+        return artefact if (artefact / MASKS_FILE).is_file() else None
 
     def claim_search(self, task: str, kind: str) -> None:
         """θ_i rewinding, IMP again (θ0; the masks re-init needs), or random re-init; first part's settings."""

@@ -636,3 +636,25 @@ def test_a_task_whose_imp_has_only_its_full_model_round_is_pending_not_a_failed_
     assert claim["evidence"][0] == "matching tickets on 1 of 1 testable tasks"  # squad is not counted as failed
     assert any(e.startswith("SQuAD") and "IMP pending" in e for e in claim["evidence"])
     assert claim["verdict"] == "reproduced"
+
+
+def test_the_mlm_transfers_use_the_artefacts_masks_when_the_runs_are_not_here(tmp_path):
+    """A clone holds the MLM run's results but not its masks (not committed): the transfers read the artefact's
+    copy (the crash this fixes: 'round_07/ticket is not a ticket: ticket_masks.safetensors is missing')."""
+    from tiny import tiny_model
+    from transformers import BertForMaskedLM
+
+    from hf_tickets import prune
+    from hf_tickets.core.ticket import Ticket
+
+    runs = build_runs(tmp_path)
+    build_claim_runs(runs)
+    plan = reproduce_claims.ClaimRuns(SimpleNamespace(runs_dir=runs, settings=SETTINGS), CLAIMS)
+    assert plan.mlm_ticket_dir() is None  # neither the run's masks nor an artefact: nothing to transfer yet
+    ticket = prune(tiny_model(BertForMaskedLM), CLAIMS.table3_sparsity)
+    ticket.save_pretrained(tmp_path / "mlm_ticket")
+    assert plan.mlm_ticket_dir() == tmp_path / "mlm_ticket"
+    assert Ticket.from_pretrained(plan.mlm_ticket_dir()).equals(ticket)
+    row = reproduce_report.row_at(reproduce_report.search_rows(runs / "mlm" / "imp_calibrated"), 0.7)
+    ticket.save_pretrained(runs / "mlm" / "imp_calibrated" / row["ticket"])
+    assert plan.mlm_ticket_dir() == runs / "mlm" / "imp_calibrated" / row["ticket"]  # the run's own, when present
