@@ -528,10 +528,16 @@ def test_claims_pending_without_second_part_runs_and_first_part_tables_unchanged
 
 
 def test_second_part_plan_skips_finished_runs(tmp_path, monkeypatch):
+    from tiny import tiny_model
+    from transformers import BertForMaskedLM
+
+    from hf_tickets import prune
     from hf_tickets.experiments import experiment
 
     runs = build_runs(tmp_path)
     build_claim_runs(runs)
+    # The MLM ticket's masks: the runs' are never committed, the artefact keeps a copy (what a clone has)
+    prune(tiny_model(BertForMaskedLM), CLAIMS.table3_sparsity).save_pretrained(tmp_path / "mlm_ticket")
     repro = reproduce.Reproduction(SETTINGS, tmp_path, CLAIMS)
 
     def trains(*args, **kwargs):
