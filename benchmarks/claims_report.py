@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from reproduce_report import (
+    LABELS_FILE,
     MAIN_METRICS,
     MLM,
+    SEARCH_KINDS,
     TASK_TITLES,
     TaskSummary,
     fmt,
@@ -104,8 +106,8 @@ def summarise_variant(runs_dir: Path, v: Variant, settings) -> TaskSummary:
     task_dir, metric = runs_dir / v.name, METRICS[v.task]
     scores = full_model_scores(task_dir, metric, settings)
     mean, std = mean_std(list(scores.values()))
-    rows = {kind: search_rows(task_dir / kind) for kind in ("imp", "random_pruning", "standard_pruning", "early_bird")}
-    labels = read_json(task_dir / "eval_labels.json") or {}
+    rows = {kind: search_rows(task_dir / kind) for kind in SEARCH_KINDS}
+    labels = read_json(task_dir / LABELS_FILE) or {}
     return TaskSummary(
         v.name,
         metric,
