@@ -28,6 +28,7 @@ from reproduce_report import (
     SEARCH_KINDS,
     TASK_TITLES,
     TaskSummary,
+    chance_level,
     fmt,
     full_model_scores,
     matching,
@@ -40,6 +41,7 @@ from reproduce_report import (
     score_matches,
     search_rows,
     summarise,
+    testable,
     transfer_dir_name,
 )
 
@@ -119,18 +121,6 @@ def summarise_variant(runs_dir: Path, v: Variant, settings) -> TaskSummary:
         {},
         labels.get("majority_share"),
     )
-
-
-def chance_level(s: TaskSummary) -> float:
-    """What a model that learned nothing scores: the majority label's share, else 0 (MCC, Pearson, F1)."""
-    return s.majority if s.majority is not None and s.metric.endswith("accuracy") else 0.0
-
-
-def testable(s: TaskSummary) -> bool:
-    """The full model is more than one std above chance / the majority label (one seed: any margin)."""
-    if s.full_mean is None:
-        return False
-    return s.full_mean - (s.full_std or 0.0) > chance_level(s)
 
 
 def claim_rows(runs_dir: Path, task: str, kind: str) -> list[dict]:

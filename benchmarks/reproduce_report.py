@@ -197,6 +197,18 @@ class TaskSummary:
         return None if row is None else row.get(self.metric)
 
 
+def chance_level(s: TaskSummary) -> float:
+    """What a model that learned nothing scores: the majority label's share, else 0 (MCC, Pearson, F1)."""
+    return s.majority if s.majority is not None and s.metric.endswith("accuracy") else 0.0
+
+
+def testable(s: TaskSummary) -> bool:
+    """The full model is more than one std above chance / the majority label (one seed: any margin)."""
+    if s.full_mean is None:
+        return False
+    return s.full_mean - (s.full_std or 0.0) > chance_level(s)
+
+
 def summarise_task(runs_dir: Path, task: str, settings: Settings) -> TaskSummary:
     task_dir, metric = runs_dir / task, MAIN_METRICS[task]
     rows = {kind: search_rows(task_dir / kind) for kind in SEARCH_KINDS}
@@ -591,20 +603,25 @@ def findings(summaries: dict[str, TaskSummary], transfers: list[dict], settings:
             f"MLM: highest matching sparsity {pct(mlm.imp_matching.get('sparsity'))} vs the paper's 70% "
             f"(one seed, so the band is 1% of the full model's masked-token accuracy)."
         )
-    mlm_transfers = [t for t in transfers if t["source"] == MLM and t["score"] is not None]
-    if mlm_transfers:
+    # A target whose full model is at chance has a band that any ticket lands in: such transfers are not counted.
+    done = [t for t in transfers if t["score"] is not None]
+    judged = [t for t in done if testable(summaries[t["target"]])]
+    untestable = sorted({TASK_TITLES[t["target"]] for t in done if t not in judged})
+    not_counted = f"; not testable (full model within one std of chance): {', '.join(untestable)}" if untestable else ""
+    mlm_transfers = [t for t in judged if t["source"] == MLM]
+    if any(t["source"] == MLM for t in done):
         good = [TASK_TITLES[t["target"]] for t in mlm_transfers if t["matching"]]
         out.append(
-            f"MLM ticket transfer (universality): matching on {len(good)} of {len(mlm_transfers)} tasks"
+            f"MLM ticket transfer (universality): matching on {len(good)} of {len(mlm_transfers)} testable tasks"
             + (f" ({', '.join(good)})" if good else "")
-            + "."
+            + f"{not_counted}."
         )
-    task_transfers = [t for t in transfers if t["source"] != MLM and t["score"] is not None]
-    if task_transfers:
+    task_transfers = [t for t in judged if t["source"] != MLM]
+    if any(t["source"] != MLM for t in done):
         good = sum(bool(t["matching"]) for t in task_transfers)
         out.append(
-            f"Task-to-task transfer: {good} of {len(task_transfers)} transferred tickets were matching on the "
-            "target task."
+            f"Task-to-task transfer: {good} of {len(task_transfers)} transferred tickets were matching on a "
+            f"testable target{not_counted}."
         )
     return out
 

@@ -664,3 +664,22 @@ def test_the_mlm_transfers_use_the_artefacts_masks_when_the_runs_are_not_here(tm
     row = reproduce_report.row_at(reproduce_report.search_rows(runs / "mlm" / "imp_calibrated"), 0.7)
     ticket.save_pretrained(runs / "mlm" / "imp_calibrated" / row["ticket"])
     assert plan.mlm_ticket_dir() == runs / "mlm" / "imp_calibrated" / row["ticket"]  # the run's own, when present
+
+
+def test_findings_count_transfers_only_on_targets_whose_full_model_beats_chance(tmp_path, monkeypatch):
+    # CoLA's full model at chance (MCC 0.0 ± 0.05): the MLM ticket and MRPC's ticket land in its wide band, which
+    # says nothing; the findings count transfers only where the full model is more than one std above chance.
+    monkeypatch.setitem(FULL, "cola", {42: 0.05, 43: -0.05, 44: 0.0})
+    monkeypatch.setitem(TRANSFERS, ("mlm", "cola"), 0.01)
+    monkeypatch.setitem(TRANSFERS, ("mrpc", "cola"), 0.02)
+    build_runs(tmp_path)
+    reproduce_report.write_report(tmp_path, SETTINGS, plots=False)
+    findings = (tmp_path / "findings.md").read_text()
+    mrpc_low = full_stats("mrpc")[0] - band("mrpc")
+    mlm_mrpc = int(TRANSFERS[("mlm", "mrpc")] >= mrpc_low)
+    assert (
+        f"MLM ticket transfer (universality): matching on {mlm_mrpc} of 1 testable tasks; "
+        "not testable (full model within one std of chance): CoLA." in findings
+    )
+    cola_mrpc = int(TRANSFERS[("cola", "mrpc")] >= mrpc_low)
+    assert f"Task-to-task transfer: {cola_mrpc} of 1 transferred tickets were matching on a testable target" in findings
