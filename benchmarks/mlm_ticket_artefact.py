@@ -1,4 +1,4 @@
-"""The universal MLM ticket as a downloadable artefact: ``benchmarks/results/mlm_ticket/``.
+"""The MLM ticket (meant to be universal) as a downloadable artefact: ``benchmarks/results/mlm_ticket/``.
 
 The calibrated-head MLM ticket at the Table 3 sparsity, saved as a ticket directory (masks, config) with
 its model card (transfer table, sparsity-versus-score plot, provenance), the head-calibration record and
@@ -32,7 +32,9 @@ def card_transfer_rows(entries: list[dict]) -> list[dict]:
             "metric": e["metric"],
             "score": e["mlm_calibrated"],
             "full_score": e["full_mean"],
-            "matching": e["verdict"].startswith("transfers"),
+            # None where the target's full model cannot support a verdict (at chance): not a "no".
+            "matching": e["verdict"].startswith("transfers") if e.get("testable", True) else None,
+            "verdict": e["verdict"],
         }
         for e in entries
         if e["mlm_calibrated"] is not None
@@ -54,7 +56,9 @@ def build_ticket_dir(
 
     out_dir = Path(out_dir)
     ticket.config.base_model = base_model
-    ticket.config.provenance.update(task=MLM, datasets=["wikitext"], universal=True)
+    # Whether it is universal is the transfer table's to say, not a provenance flag (earlier artefacts set one).
+    ticket.config.provenance.pop("universal", None)
+    ticket.config.provenance.update(task=MLM, datasets=["wikitext"])
     if calibration is not None:
         ticket.config.provenance["head_calibration"] = HeadCalibration(**calibration).to_provenance()
     transfer_rows = card_transfer_rows(table3_entries)

@@ -166,3 +166,31 @@ def test_the_artefact_is_built_from_the_reproduction_runs_once_the_ticket_exists
     assert {e["target"]: e["verdict"] for e in table}["cola"] == "transfers (matching)"
     card = (out / "README.md").read_text()
     assert "sparsity_vs_score.png" in card and "cola_large" in card
+
+
+def test_the_artefact_card_states_each_targets_verdict_and_claims_no_universality_it_lacks(tmp_path):
+    # The card is what a Hub user reads: a target at chance is "not testable", not "no"; the count of matching
+    # targets is said; and no provenance line calls the ticket universal when the evidence says otherwise.
+    model = AutoModelForMaskedLM.from_pretrained(MINILM)
+    entries = [
+        {"target": "sst2", "metric": "eval_accuracy", "full_mean": 0.80, "mlm_calibrated": 0.72,
+         "testable": True, "verdict": "does not match (above random pruning)"},
+        {"target": "cola", "metric": "eval_matthews_correlation", "full_mean": 0.04, "mlm_calibrated": 0.06,
+         "testable": False, "verdict": "not testable (full model within one std of chance)"},
+        {"target": "squad", "metric": "eval_f1", "full_mean": 11.3, "mlm_calibrated": None, "verdict": "pending"},
+    ]  # fmt: skip
+    out = mlm_ticket_artefact.build_ticket_dir(
+        hf_tickets.prune(model, 0.1),
+        tmp_path / "mlm_ticket",
+        rounds=[],
+        table3_entries=entries,
+        calibration=None,
+        base_model=mlm_ticket_artefact.BASE_MODEL,
+    )
+    card = (out / "README.md").read_text()
+    assert "Universal" not in card and "universal" not in Ticket.from_pretrained(out).config.provenance
+    rows = {cells[1]: cells for cells in (line.strip("|").split("|") for line in card.splitlines()) if len(cells) == 6}
+    assert rows[" sst2 "][5].strip() == "does not match (above random pruning)"
+    assert rows[" cola "][5].strip() == "not testable (full model within one std of chance)"
+    assert " squad " not in rows  # no score yet
+    assert "Matching on 0 of 1 tasks where it could be judged." in card

@@ -376,6 +376,14 @@ def _structured_values(ticket: Ticket, repo_id: str | None, kind: str, speed: Ma
     }
 
 
+def _transfer_summary(transfer: Sequence[Mapping]) -> str:
+    """How many targets the ticket matched on, of those where matching could be judged (``matching`` not None)."""
+    judged = [t for t in transfer if isinstance(t.get("matching"), bool)]
+    if not judged:
+        return ""
+    return f"Matching on {sum(t['matching'] for t in judged)} of {len(judged)} tasks where it could be judged."
+
+
 def _template_values(
     ticket, results, transfer, plot_path, repo_id, kind, model_class, main_metric, results_file, speed=None
 ):
@@ -419,10 +427,11 @@ def _template_values(
                 "metric": _fmt(t.get("metric")),
                 "score": _fmt(t.get("score")),
                 "full_score": _fmt(t.get("full_score")),
-                "matching": {True: "yes", False: "no"}.get(t.get("matching"), ""),
+                "matching": t.get("verdict") or {True: "yes", False: "no"}.get(t.get("matching"), ""),
             }
             for t in transfer or []
         ],
+        "transfer_summary": _transfer_summary(transfer or []),
         "usage_intro": usage_intro,
         "usage_language": usage_language,
         "usage": usage,
@@ -481,7 +490,8 @@ def ticket_card(
     """The model card of a ticket repo, or of a sparse-model repo (``checkpoint="dense"``/``"compact"``).
 
     ``results``: IMP rounds (dicts with ``round``, ``sparsity``, metrics, optional ``baseline`` and
-    ``full_score``); ``transfer``: dicts with ``source, task, metric, score, full_score, matching``;
+    ``full_score``); ``transfer``: dicts with ``source, task, metric, score, full_score, matching`` (None: could not be
+    judged) and an optional ``verdict`` text shown instead of yes / no;
     ``plot_path``: where the card links the sparsity-versus-score PNG (relative to the repo);
     ``existing``: a previous card (object or text) whose sections are updated in place;
     ``repo_id``: for the usage code (else a placeholder that :func:`fill_repo_id` replaces);
