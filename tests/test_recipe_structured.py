@@ -230,3 +230,18 @@ def test_a_search_ranks_units_by_importance_when_asked(tiny_base, sst2, tmp_path
     assert ticket.config.provenance["unit_score"] == "importance (2 batches)"
     assert "partial" not in unit_states(ticket) and ticket.sparsity == pytest.approx(0.3, abs=0.02)
     assert not ticket.equals(hf_tickets.Ticket.from_pretrained(tmp_path / "magnitude" / "round_01" / "ticket"))
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--ticket_granularity", "heads"], "--ticket_granularity"),
+        (["--sparsity_schedule", "0.5", "--early_bird"], "--sparsity_schedule, --early_bird"),
+        (["--imp_rounds", "0"], "--imp_rounds"),
+    ],
+)
+def test_search_flags_beside_a_ticket_are_refused_naming_them(tmp_path, extra, named):
+    # --ticket fine-tunes under an existing ticket: no search runs, so a search flag would silently do nothing.
+    argv = ["--model_name_or_path", "unused", "--task_name", "sst2", "--output_dir", str(tmp_path), *FAST]
+    with pytest.raises(TicketError, match=f"--ticket {tmp_path / 'ticket'} .*: {named} "):
+        run_glue.main([*argv, "--ticket", str(tmp_path / "ticket"), *extra])

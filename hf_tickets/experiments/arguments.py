@@ -8,7 +8,7 @@ flag and JSON config file keeps working, the IMP settings come as their own data
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from hf_tickets.core.errors import TicketError
 from hf_tickets.training.imp_config import IMPConfig
@@ -183,6 +183,19 @@ class MLMDataArguments(DataArguments):
             raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
 
 
+def search_flags_given(search: IMPConfig) -> list[str]:
+    """The search flags set to something else than their defaults, as a user would have typed them.
+
+    Strategy and targets that ``--ticket_granularity`` filled in are not counted: only the flag that chose them."""
+    reference = IMPConfig(ticket_granularity=search.ticket_granularity)
+    given = ["--ticket_granularity"] if search.ticket_granularity is not None else []
+    return given + [
+        f"--{f.name}"
+        for f in fields(IMPConfig)
+        if f.name != "ticket_granularity" and getattr(search, f.name) != getattr(reference, f.name)
+    ]
+
+
 @dataclass
 class TicketArguments:
     """Transfer instead of a search, and what to write beside the ticket. The search settings are
@@ -214,6 +227,11 @@ class TicketArguments:
 
     def check(self, search: IMPConfig, training_args) -> None:
         """Refuse, before any data is read, a --shrink that would have nothing to shrink."""
+        if self.ticket and (given := search_flags_given(search)):
+            raise TicketError(
+                f"--ticket {self.ticket} fine-tunes under an existing ticket, with no search: {', '.join(given)} "
+                "would do nothing; leave them out (or leave --ticket out to search)"
+            )
         if self.shrink_stock_config and not self.shrink:
             raise TicketError("--shrink_stock_config only applies with --shrink")
         if not self.shrink:
