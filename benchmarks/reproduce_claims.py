@@ -38,6 +38,7 @@ from claims_report import (
     variant_of,
 )
 from reproduce_report import MLM, restart_if_weights_lost
+from table3_controls import control_dir, control_runs
 
 logger = logging.getLogger("reproduce")
 
@@ -327,6 +328,46 @@ class ClaimRuns:
             keep_round_models=False,
         )
 
+    def control_transfer(self, source: str, target: str, seed: int) -> None:
+        """One of Table 3's controls (``table3_controls``): ``source``'s ticket, the transfer protocol, ``seed``."""
+        from table3_controls import control_dir
+
+        s, sparsity = self.repro.settings, self.claims.table3_sparsity
+        run_dir = control_dir(self.runs_dir, source, target, sparsity, seed, s.imp_seed)
+        if (run_dir / "transfer_results.json").is_file():
+            return
+        ticket = self.control_ticket(source, target, seed)
+        if ticket is None:
+            logger.warning("control %s -> %s skipped: its ticket's masks are not here", source, target)
+            return
+        from hf_tickets.experiments.experiment import transfer
+
+        transfer(
+            self.repro.model_args,
+            self.repro.task(target),
+            self.repro.training_args(run_dir, target, seed=seed),
+            ticket,
+            self.repro.tokenizer,
+            source=f"{source}@{100 * sparsity:.0f}",
+        )
+
+    def control_ticket(self, source: str, target: str, seed: int):
+        from table3_controls import ticket_at
+
+        from hf_tickets.core.ticket import Ticket
+
+        sparsity = self.claims.table3_sparsity
+        if source == "mlm_calibrated":
+            found = self.mlm_ticket_dir()
+            return Ticket.from_pretrained(found) if found else None
+        if source == "own_imp":
+            return ticket_at(self.runs_dir / target / "imp_masks", sparsity)
+        from hf_tickets import prune
+        from hf_tickets.experiments.experiment import load_theta0
+
+        # θ0's encoder is the same under every seed (only the head differs), so every seed gets the same ticket.
+        return prune(load_theta0(self.repro.model_args, self.repro.task(target), seed=seed), sparsity)
+
     # ------------------------------------------------------------------------- plan
     def plan(self):
         """(label, run, done) in the order they run: the MLM ticket and its transfers, claim 3 and re-init,
@@ -348,6 +389,10 @@ class ClaimRuns:
             for kind in CLAIM_KINDS:
                 done = search(runs / task / kind, s.sparsity_schedule)
                 yield f"{task} {kind}", lambda t=task, k=kind: self.claim_search(t, k), done
+        for source, target, seed in control_runs(s, c.claim_tasks):
+            done = result(control_dir(runs, source, target, t3, seed, s.imp_seed) / "transfer_results.json")
+            label = f"control {target}: {source} seed {seed}"
+            yield label, lambda a=source, b=target, sd=seed: self.control_transfer(a, b, sd), done
         for v in c.variants:
             for seed in s.seeds[1:]:
                 done = result(runs / v.name / f"dense_seed{seed}" / "all_results.json")

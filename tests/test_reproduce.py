@@ -402,6 +402,7 @@ def test_eval_labels_give_the_constant_prediction_row_and_a_caution_near_it(tmp_
 # ------------------------------------------------------------------- second part (issue 17): claims and Table 3
 import claims_report  # noqa: E402
 import reproduce_claims  # noqa: E402
+import table3_controls  # noqa: E402
 from claims_report import ClaimSettings, Variant  # noqa: E402
 
 CLAIMS = ClaimSettings(
@@ -417,6 +418,16 @@ AGAIN = {t: [v + 0.01 for v in CURVES[t]["imp"]] for t in ("cola", "mrpc")}
 REINIT = {"cola": [0.30, 0.20, 0.10, 0.05], "mrpc": [0.60, 0.60, 0.60, 0.50]}
 CALIBRATED_TRANSFERS = {"cola": 0.45, "mrpc": 0.60, "cola_large": 0.05}  # CoLA inside its band, MRPC below
 LARGE_FULL = {42: 0.01, 43: 0.02, 44: -0.03}  # cola_large's full model at chance: not testable
+# Table 3's controls (the same fine-tune, three tickets, three seeds): on CoLA the MLM ticket and CoLA's own ticket
+# score alike (seed 42 of the MLM ticket is Table 3's run, 0.45); on MRPC the own ticket is far ahead.
+CONTROLS = {
+    ("cola", "mlm_calibrated"): {43: 0.44, 44: 0.40},
+    ("cola", "own_imp"): {42: 0.43, 43: 0.47, 44: 0.39},
+    ("cola", "theta0_magnitude"): {42: 0.41, 43: 0.42, 44: 0.40},
+    ("mrpc", "mlm_calibrated"): {43: 0.62, 44: 0.58},
+    ("mrpc", "own_imp"): {42: 0.70, 43: 0.71, 44: 0.69},
+    ("mrpc", "theta0_magnitude"): {42: 0.68, 43: 0.69, 44: 0.70},
+}
 
 
 def rows_of(task, scores, round0, schedule=SPARSITIES, kind=None):
@@ -460,6 +471,13 @@ def build_claim_runs(runs, theta_i=None):
             runs / "transfer" / claims_report.table3_transfer_dir(target, 0.7) / "transfer_results.json",
             {"task": target, "main_metric": metric, "metrics": {metric: score}},
         )
+    for (target, source), scores in CONTROLS.items():
+        for seed, score in scores.items():
+            write_json(
+                table3_controls.control_dir(runs, source, target, 0.7, seed, SETTINGS.imp_seed)
+                / "transfer_results.json",
+                {"task": target, "main_metric": METRIC[target], "metrics": {METRIC[target]: score}},
+            )
 
 
 def claim(statements, name):
@@ -558,7 +576,8 @@ def test_second_part_plan_skips_finished_runs(tmp_path, monkeypatch):
         return out
 
     labels = [label for label, _ in repro.claim_runs.steps()]
-    assert len(labels) == len(set(labels)) == 1 + 4 + 3 * 2 + 5  # TABLE3 targets: sst2/stsb absent here
+    # TABLE3 targets (sst2/stsb absent here), claim runs, controls (3 tickets x 3 seeds but Table 3's own), variant
+    assert len(labels) == len(set(labels)) == 1 + 4 + 3 * 2 + 2 * (3 * 3 - 1) + 5
     # Everything else exists: only the transfers to SST-2 and STS-B (tasks these settings never ran) would train.
     absent = ["transfer mlm (calibrated) -> sst2", "transfer mlm (calibrated) -> stsb"]
     assert started() == absent
@@ -683,3 +702,60 @@ def test_findings_count_transfers_only_on_targets_whose_full_model_beats_chance(
     )
     cola_mrpc = int(TRANSFERS[("cola", "mrpc")] >= mrpc_low)
     assert f"Task-to-task transfer: {cola_mrpc} of 1 transferred tickets were matching on a testable target" in findings
+
+
+def test_table3_controls_say_whether_the_mlm_tickets_gap_is_inside_the_seeds_spread(tmp_path):
+    runs = build_runs(tmp_path)
+    build_claim_runs(runs)
+    result = claims_report.write_claims_report(tmp_path, SETTINGS, CLAIMS)
+    controls = (tmp_path / "table3.md").read_text().split("## Controls")[1]
+    scores = {key: dict(v) for key, v in CONTROLS.items()}
+    for target in ("cola", "mrpc"):  # seed 42 of the MLM ticket is Table 3's own transfer
+        scores[(target, "mlm_calibrated")][42] = CALIBRATED_TRANSFERS[target]
+    stats = {key: (statistics.fmean(v.values()), statistics.stdev(v.values())) for key, v in scores.items()}
+    for label, source in (
+        ("MLM ticket (calibrated head) @ 70%", "mlm_calibrated"),
+        ("the task's own IMP ticket @ 70%", "own_imp"),
+        ("θ0's magnitude ticket (no training) @ 70%", "theta0_magnitude"),
+    ):
+        assert row(controls, label) == [
+            f"{stats[(t, source)][0]:.3f} ± {stats[(t, source)][1]:.3f} (3 seeds)" for t in ("cola", "mrpc")
+        ]
+    gaps = row(controls, "MLM ticket minus own ticket")
+    for cell, target in zip(gaps, ("cola", "mrpc")):
+        (mlm, mlm_std), (own, own_std) = stats[(target, "mlm_calibrated")], stats[(target, "own_imp")]
+        inside = abs(mlm - own) <= max(mlm_std, own_std)
+        assert cell == f"{mlm - own:+.3f} ({'within' if inside else 'outside'} the seeds' spread)"
+    assert gaps[0].endswith("(within the seeds' spread)") and gaps[1].endswith("(outside the seeds' spread)")
+    evidence = claim(result["claims"], "MLM tickets transfer")["evidence"]
+    assert any(e.startswith("MRPC: MLM ticket minus the task's own ticket, same fine-tune, 3 seeds:") for e in evidence)
+
+    (runs / "controls" / "own_imp@70__mrpc__seed44" / "transfer_results.json").unlink()
+    claims_report.write_claims_report(tmp_path, SETTINGS, CLAIMS)
+    controls = (tmp_path / "table3.md").read_text().split("## Controls")[1]
+    assert row(controls, "MLM ticket minus own ticket")[1].endswith("(outside the seeds' spread)")  # 2 seeds left
+    assert row(controls, "the task's own IMP ticket @ 70%")[1].endswith("(2 seeds)")
+
+
+def test_mask_overlap_compares_the_tickets_that_are_here_and_names_the_missing(tmp_path):
+    import mask_overlap
+    from tiny import tiny_model
+    from transformers import BertForMaskedLM, BertModel
+
+    from hf_tickets import prune
+
+    runs = tmp_path / "runs"
+    model = tiny_model(BertModel)
+    shared = prune(model, 0.7)
+    for folder in ("sst2/imp_masks", "stsb/imp_masks"):
+        write_json(runs / folder / "results.json", rows_of("mrpc", [0.5], 0.6, [0.7]))
+        shared.save_pretrained(runs / folder / "round_01" / "ticket")
+    # The MLM run's masks are gone (a clone): the artefact's copy stands in.
+    write_json(runs / "mlm" / "imp_calibrated" / "results.json", rows_of("mlm", [0.5], 0.6, [0.7]))
+    prune(tiny_model(BertForMaskedLM), 0.7, strategy="random").save_pretrained(tmp_path / "mlm_ticket")
+    tickets = mask_overlap.gather(tmp_path, theta0_model=model)
+    assert list(tickets) == ["MLM (calibrated head)", "SST-2 IMP", "STS-B IMP", "θ0 magnitude (no training)"]
+    page = mask_overlap.write_page(tickets, tmp_path / "mask_overlap.md").read_text()
+    assert row(page, "SST-2 IMP")[:4] == ["STS-B IMP", "0.700", "0.700", "1.000"]  # the same ticket saved twice
+    assert row(page, "STS-B IMP")[:4] == ["θ0 magnitude (no training)", "0.700", "0.700", "1.000"]
+    assert "Not here (masks not in this checkout): MRPC (1,600 ex.) IMP, MRPC (1,600 ex.) random pruning." in page
