@@ -46,6 +46,8 @@ from reproduce_report import (
 )
 from table3_controls import control_table, controls_markdown, gap_text
 
+from hf_tickets.training.results import greater_is_better
+
 CALIBRATED = "imp_calibrated"
 CLAIM_KINDS = ("imp_rewind_step", "imp_masks", "random_reinit")
 TABLE3_TARGETS = ("sst2", "stsb", "mrpc", "cola")
@@ -237,6 +239,20 @@ def _claim(name: str, verdict: str, evidence: list[str]) -> dict:
     return {"claim": name, "verdict": verdict, "evidence": evidence}
 
 
+def weak_full_model_caution(s: TaskSummary) -> str | None:
+    """A full model that every pruned IMP round beats by more than its std: under-trained, so matching is trivial."""
+    scores = [r[s.metric] for r in pruned_rows(s.rows["imp"]) if r.get(s.metric) is not None]
+    if not scores or s.full_mean is None:
+        return None
+    sign = 1 if greater_is_better(s.metric) else -1
+    if min(sign * (v - s.full_mean) for v in scores) <= (s.full_std or 0.0):
+        return None
+    return (
+        f"caution, every pruned IMP round scores above the full model ({min(scores):.3f}-{max(scores):.3f} vs "
+        f"{s.full_mean:.3f}): the full model is weak at these settings, so matching it says little"
+    )
+
+
 def _claim_matching(ok: dict[str, TaskSummary], untestable: list[str]) -> dict:
     evidence = []
     found = []
@@ -248,6 +264,8 @@ def _claim_matching(ok: dict[str, TaskSummary], untestable: list[str]) -> dict:
         sp = s.imp_matching.get("sparsity")
         found.append(sp is not None)
         evidence.append(f"{_title(t)}: highest matching sparsity {pct(sp)} (full {s.full_mean:.3f})")
+        if (caution := weak_full_model_caution(s)) is not None:
+            evidence.append(f"{_title(t)}: {caution}")
     evidence += [f"{_title(t)}: not testable (full model at chance)" for t in untestable]
     if not found:
         return _claim("IMP finds matching subnetworks", "not testable here", evidence)

@@ -759,3 +759,17 @@ def test_mask_overlap_compares_the_tickets_that_are_here_and_names_the_missing(t
     assert row(page, "SST-2 IMP")[:4] == ["STS-B IMP", "0.700", "0.700", "1.000"]  # the same ticket saved twice
     assert row(page, "STS-B IMP")[:4] == ["θ0 magnitude (no training)", "0.700", "0.700", "1.000"]
     assert "Not here (masks not in this checkout): MRPC (1,600 ex.) IMP, MRPC (1,600 ex.) random pruning." in page
+
+
+def test_a_full_model_below_every_imp_ticket_is_flagged_in_the_matching_claim(tmp_path, monkeypatch):
+    # SQuAD's subset did this: every pruned round scored far above the full model, so "matching" is trivial.
+    monkeypatch.setitem(FULL, "mrpc", {42: 0.40, 43: 0.42, 44: 0.41})
+    runs = build_runs(tmp_path)
+    build_claim_runs(runs)
+    evidence = claim(claims_report.claims_statements(runs, SETTINGS, CLAIMS), "IMP finds matching")["evidence"]
+    low, high = min(CURVES["mrpc"]["imp"]), max(CURVES["mrpc"]["imp"])
+    assert (
+        f"MRPC: caution, every pruned IMP round scores above the full model ({low:.3f}-{high:.3f} vs 0.410): the "
+        "full model is weak at these settings, so matching it says little"
+    ) in evidence
+    assert not any(e.startswith("CoLA: caution") for e in evidence)  # CoLA's curve dips below its full model
