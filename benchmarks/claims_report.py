@@ -181,7 +181,8 @@ def table3_verdict(e: dict, s: TaskSummary) -> str:
     if not e["testable"]:
         return "not testable (full model within one std of chance)"
     if score_matches(s, e["mlm_calibrated"]):
-        return "transfers (matching)"
+        weak = " (caution: every IMP ticket scores above this full model)" if weak_full_model_caution(s) else ""
+        return "transfers (matching)" + weak
     above = e["random_pruning"] is not None and e["mlm_calibrated"] > e["random_pruning"]
     return "does not match" + (" (above random pruning)" if above else "")
 

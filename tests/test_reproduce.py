@@ -773,3 +773,7 @@ def test_a_full_model_below_every_imp_ticket_is_flagged_in_the_matching_claim(tm
         "full model is weak at these settings, so matching it says little"
     ) in evidence
     assert not any(e.startswith("CoLA: caution") for e in evidence)  # CoLA's curve dips below its full model
+    entries = claims_report.table3(runs, SETTINGS, CLAIMS, reproduce_report.summarise(runs, SETTINGS))
+    verdicts = {e["target"]: e["verdict"] for e in entries}
+    assert verdicts["mrpc"] == "transfers (matching) (caution: every IMP ticket scores above this full model)"
+    assert verdicts["cola"] == "transfers (matching)"
