@@ -89,6 +89,7 @@ def control_table(
                 "full_std": s.full_std,
                 "sources": sources,
                 "mlm_minus_own": gap(sources["mlm_calibrated"], sources["own_imp"]),
+                "mlm_minus_theta0": gap(sources["mlm_calibrated"], sources["theta0_magnitude"]),
             }
         )
     return entries
@@ -135,4 +136,5 @@ def controls_markdown(entries: list[dict], sparsity: float) -> str:
             lambda e, k=source: ", ".join(f"{seed}: {fmt(v)}" for seed, v in e["sources"][k]["scores"].items()) or "—",
         )
     row("MLM ticket minus own ticket", lambda e: gap_text(e["mlm_minus_own"]))
+    row("MLM ticket minus θ0's magnitude ticket", lambda e: gap_text(e["mlm_minus_theta0"]))
     return "\n".join(lines)

@@ -721,11 +721,15 @@ def test_table3_controls_say_whether_the_mlm_tickets_gap_is_inside_the_seeds_spr
         assert row(controls, label) == [
             f"{stats[(t, source)][0]:.3f} ± {stats[(t, source)][1]:.3f} (3 seeds)" for t in ("cola", "mrpc")
         ]
+    for label, other in (
+        ("MLM ticket minus own ticket", "own_imp"),
+        ("MLM ticket minus θ0's magnitude ticket", "theta0_magnitude"),
+    ):
+        for cell, target in zip(row(controls, label), ("cola", "mrpc")):
+            (mlm, mlm_std), (own, own_std) = stats[(target, "mlm_calibrated")], stats[(target, other)]
+            inside = abs(mlm - own) <= max(mlm_std, own_std)
+            assert cell == f"{mlm - own:+.3f} ({'within' if inside else 'outside'} the seeds' spread)"
     gaps = row(controls, "MLM ticket minus own ticket")
-    for cell, target in zip(gaps, ("cola", "mrpc")):
-        (mlm, mlm_std), (own, own_std) = stats[(target, "mlm_calibrated")], stats[(target, "own_imp")]
-        inside = abs(mlm - own) <= max(mlm_std, own_std)
-        assert cell == f"{mlm - own:+.3f} ({'within' if inside else 'outside'} the seeds' spread)"
     assert gaps[0].endswith("(within the seeds' spread)") and gaps[1].endswith("(outside the seeds' spread)")
     evidence = claim(result["claims"], "MLM tickets transfer")["evidence"]
     assert any(e.startswith("MRPC: MLM ticket minus the task's own ticket, same fine-tune, 3 seeds:") for e in evidence)
