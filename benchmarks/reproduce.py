@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -429,13 +430,17 @@ class Reproduction:
         for label, step in self.steps():
             if only and not any(text in label for text in only):
                 continue
-            start, cpu_start = time.perf_counter(), time.process_time()
-            logger.info("== %s", label)
-            step()
-            wall = time.perf_counter() - start
-            logger.info("== %s: %.0f s", label, wall)
-            if wall >= 1.0:  # a run that was already finished costs nothing
-                add_timing(self.results_dir, label, wall, time.process_time() - cpu_start)
+            with step_lock(self.results_dir, label) as held:
+                if not held:  # another --only process runs it (only IMP runs have a lock of their own)
+                    logger.info("== %s: in use by another process, skipped", label)
+                    continue
+                start, cpu_start = time.perf_counter(), time.process_time()
+                logger.info("== %s", label)
+                step()
+                wall = time.perf_counter() - start
+                logger.info("== %s: %.0f s", label, wall)
+                if wall >= 1.0:  # a run that was already finished costs nothing
+                    add_timing(self.results_dir, label, wall, time.process_time() - cpu_start)
             self.report()  # after every run: a stopped run leaves a current report
 
     def report(self) -> dict:
@@ -456,6 +461,20 @@ def results_lock(results_dir: Path, name: str):
     with open(results_dir / f"{name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+@contextlib.contextmanager
+def step_lock(results_dir: Path, label: str):
+    """Yields whether this process holds ``label``'s step; never waits (the other process is running it)."""
+    folder = results_dir / "step_locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / (re.sub(r"[^A-Za-z0-9_.@-]+", "_", label) + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def write_eval_labels(path: Path, eval_dataset) -> None:

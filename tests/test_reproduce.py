@@ -781,3 +781,20 @@ def test_a_full_model_below_every_imp_ticket_is_flagged_in_the_matching_claim(tm
     verdicts = {e["target"]: e["verdict"] for e in entries}
     assert verdicts["mrpc"] == "transfers (matching) (caution: every IMP ticket scores above this full model)"
     assert verdicts["cola"] == "transfers (matching)"
+
+
+def test_a_step_another_process_is_running_is_skipped_not_run_twice(tmp_path, monkeypatch, caplog):
+    # Two --only processes whose texts both name a step (e.g. "squad" and "-> squad") once ran the same SQuAD
+    # transfer into one folder at once: a transfer has no IMP lock. Every step now holds its own lock.
+    repro = reproduce.Reproduction(SETTINGS, tmp_path)
+    ran = []
+    monkeypatch.setattr(repro, "steps", lambda: iter([(lab, lambda lab=lab: ran.append(lab)) for lab in LABELS]))
+    monkeypatch.setattr(repro, "report", lambda: None)
+    with reproduce.step_lock(tmp_path, "transfer mlm -> stsb") as held:
+        assert held
+        with caplog.at_level("INFO", logger="reproduce"):
+            repro.run(only=["stsb"])
+    assert ran == ["stsb imp"]
+    assert "transfer mlm -> stsb: in use by another process, skipped" in caplog.text
+    repro.run(only=["stsb"])  # released: it runs
+    assert ran == ["stsb imp", "stsb imp", "transfer mlm -> stsb"]
