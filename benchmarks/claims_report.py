@@ -54,6 +54,8 @@ TABLE3_TARGETS = ("sst2", "stsb", "mrpc", "cola")
 VARIANT_TITLES = {"squad": "SQuAD subset", "mrpc_large": "MRPC (1,600 ex.)", "cola_large": "CoLA (3,000 ex.)"}
 METRICS = {**MAIN_METRICS, "squad": "eval_f1"}
 VERDICTS = ("reproduced", "not reproduced", "not testable here")
+#: A pruned round this many full-model stds above the full model means the dense fine-tune is the weak one.
+WEAK_FULL_MODEL_STDS = 3
 
 
 @dataclass
@@ -181,7 +183,7 @@ def table3_verdict(e: dict, s: TaskSummary) -> str:
     if not e["testable"]:
         return "not testable (full model within one std of chance)"
     if score_matches(s, e["mlm_calibrated"]):
-        weak = " (caution: every IMP ticket scores above this full model)" if weak_full_model_caution(s) else ""
+        weak = " (caution: IMP tickets score far above this full model)" if weak_full_model_caution(s) else ""
         return "transfers (matching)" + weak
     above = e["random_pruning"] is not None and e["mlm_calibrated"] > e["random_pruning"]
     return "does not match" + (" (above random pruning)" if above else "")
@@ -241,16 +243,18 @@ def _claim(name: str, verdict: str, evidence: list[str]) -> dict:
 
 
 def weak_full_model_caution(s: TaskSummary) -> str | None:
-    """A full model that every pruned IMP round beats by more than its std: under-trained, so matching is trivial."""
+    """A full model that a pruned IMP round beats by more than 3 of its stds: the dense fine-tune is weak at these
+    settings (a ticket trains the same way with fewer weights), so being within its band is no achievement."""
     scores = [r[s.metric] for r in pruned_rows(s.rows["imp"]) if r.get(s.metric) is not None]
-    if not scores or s.full_mean is None:
+    if not scores or s.full_mean is None or s.full_std is None:
         return None
     sign = 1 if greater_is_better(s.metric) else -1
-    if min(sign * (v - s.full_mean) for v in scores) <= (s.full_std or 0.0):
+    best = max(scores, key=lambda v: sign * v)
+    if sign * (best - s.full_mean) <= WEAK_FULL_MODEL_STDS * s.full_std:
         return None
     return (
-        f"caution, every pruned IMP round scores above the full model ({min(scores):.3f}-{max(scores):.3f} vs "
-        f"{s.full_mean:.3f}): the full model is weak at these settings, so matching it says little"
+        f"caution, IMP tickets score up to {best:.3f} against the full model's {s.full_mean:.3f} ± {s.full_std:.3f}: "
+        "the full model is weak at these settings, so matching it says little"
     )
 
 

@@ -765,21 +765,24 @@ def test_mask_overlap_compares_the_tickets_that_are_here_and_names_the_missing(t
     assert "Not here (masks not in this checkout): MRPC (1,600 ex.) IMP, MRPC (1,600 ex.) random pruning." in page
 
 
-def test_a_full_model_below_every_imp_ticket_is_flagged_in_the_matching_claim(tmp_path, monkeypatch):
-    # SQuAD's subset did this: every pruned round scored far above the full model, so "matching" is trivial.
+def test_a_full_model_far_below_its_imp_tickets_is_flagged_in_the_matching_claim(tmp_path, monkeypatch):
+    # The SQuAD subset did this: tickets at 10-60% scored F1 17-28 against the full model's 11.3 ± 0.5.
     monkeypatch.setitem(FULL, "mrpc", {42: 0.40, 43: 0.42, 44: 0.41})
     runs = build_runs(tmp_path)
     build_claim_runs(runs)
     evidence = claim(claims_report.claims_statements(runs, SETTINGS, CLAIMS), "IMP finds matching")["evidence"]
-    low, high = min(CURVES["mrpc"]["imp"]), max(CURVES["mrpc"]["imp"])
+    mean, std = full_stats("mrpc")
+    assert max(CURVES["mrpc"]["imp"]) > mean + 3 * std
     assert (
-        f"MRPC: caution, every pruned IMP round scores above the full model ({low:.3f}-{high:.3f} vs 0.410): the "
-        "full model is weak at these settings, so matching it says little"
+        f"MRPC: caution, IMP tickets score up to {max(CURVES['mrpc']['imp']):.3f} against the full model's "
+        f"{mean:.3f} ± {std:.3f}: the full model is weak at these settings, so matching it says little"
     ) in evidence
-    assert not any(e.startswith("CoLA: caution") for e in evidence)  # CoLA's curve dips below its full model
+    cola_mean, cola_std = full_stats("cola")
+    assert max(CURVES["cola"]["imp"]) <= cola_mean + 3 * cola_std
+    assert not any(e.startswith("CoLA: caution") for e in evidence)
     entries = claims_report.table3(runs, SETTINGS, CLAIMS, reproduce_report.summarise(runs, SETTINGS))
     verdicts = {e["target"]: e["verdict"] for e in entries}
-    assert verdicts["mrpc"] == "transfers (matching) (caution: every IMP ticket scores above this full model)"
+    assert verdicts["mrpc"] == "transfers (matching) (caution: IMP tickets score far above this full model)"
     assert verdicts["cola"] == "transfers (matching)"
 
 
