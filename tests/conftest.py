@@ -39,3 +39,20 @@ def hub_server(_hub_server_process, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("HF_TOKEN", server.token)
     return server
+
+
+# --- Recipes on a tiny model ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A tiny random BERT checkpoint with a tokenizer (one per test module)."""
+    from tiny import tiny_checkpoint  # imports transformers: only after HF_ENDPOINT is set above
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory):
+    """(train, dev) SST-2-style tsv files the tiny model can learn."""
+    from tiny import write_sst2
+
+    return write_sst2(tmp_path_factory.mktemp("sst2"))

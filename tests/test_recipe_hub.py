@@ -4,20 +4,14 @@
 import sys
 from pathlib import Path
 
-import pytest
 from huggingface_hub import HfApi
-from tiny import tiny_checkpoint, write_sst2
+from tiny import write_sst2
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_tickets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import run_glue  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def args(base, tmp_path, *extra):

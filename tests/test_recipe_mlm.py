@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY, tiny_checkpoint
+from tiny import TINY
 
 from hf_tickets.experiments.arguments import MLMDataArguments, MLMModelArguments, TicketArguments
 from hf_tickets.experiments.experiment import load_theta0, load_tokenizer, parse_recipe_args
@@ -20,11 +20,6 @@ import run_mlm  # noqa: E402
 
 LINES = ["the cat sat on the mat .", "", "the dog sat on the rug .", "a cat and a dog ."] * 6
 RUN = ["--use_cpu", "--report_to", "none", "--save_strategy", "no", "--max_seq_length", "16", "--imp_rounds", "0"]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

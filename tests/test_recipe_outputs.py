@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_checkpoint, write_sst2
+from tiny import RECIPE_FLAGS
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForMaskedLM
 
 import hf_tickets
@@ -17,30 +17,8 @@ from hf_tickets.core.errors import TicketError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import run_glue  # noqa: E402
 
-FAST = [
-    "--use_cpu",
-    "--report_to",
-    "none",
-    "--per_device_train_batch_size",
-    "8",
-    "--max_seq_length",
-    "32",
-    "--learning_rate",
-    "5e-3",
-    "--seed",
-    "0",
-]
+FAST = RECIPE_FLAGS
 STOCK_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "trainer_state.json")
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def sst2(tmp_path_factory):
-    return write_sst2(tmp_path_factory.mktemp("sst2"))
 
 
 def glue_args(base, files, out, *extra):

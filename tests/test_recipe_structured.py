@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_shrink import load_in_fresh_process
-from tiny import tiny_checkpoint, tiny_model, write_sst2
+from tiny import TRAIN_EVAL_FLAGS, tiny_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForMaskedLM, BertModel
 
 import hf_tickets
@@ -23,34 +23,8 @@ from hf_tickets.training.imp_config import IMPConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import run_glue  # noqa: E402
 
-FAST = [
-    "--do_train",
-    "--do_eval",
-    "--use_cpu",
-    "--report_to",
-    "none",
-    "--per_device_train_batch_size",
-    "8",
-    "--max_seq_length",
-    "32",
-    "--save_strategy",
-    "no",
-    "--learning_rate",
-    "5e-3",
-    "--seed",
-    "0",
-]
+FAST = TRAIN_EVAL_FLAGS
 SENTENCES = ["a great film", "truly awful and boring, a waste of time", "brilliant acting"]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def sst2(tmp_path_factory):
-    return write_sst2(tmp_path_factory.mktemp("sst2"))
 
 
 def glue(base, files, out, *extra):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_checkpoint, write_sst2
+from tiny import TRAIN_EVAL_FLAGS, tiny_checkpoint
 from transformers import BertForMaskedLM
 
 import hf_tickets
@@ -17,37 +17,11 @@ import run_glue  # noqa: E402
 import run_mlm  # noqa: E402
 import run_qa  # noqa: E402
 
-COMMON = [
-    "--do_train",
-    "--do_eval",
-    "--use_cpu",
-    "--report_to",
-    "none",
-    "--per_device_train_batch_size",
-    "8",
-    "--max_seq_length",
-    "32",
-    "--save_strategy",
-    "no",
-    "--learning_rate",
-    "5e-3",
-    "--seed",
-    "0",
-]
+COMMON = TRAIN_EVAL_FLAGS
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def sst2_files(tmp_path_factory):
-    return write_sst2(tmp_path_factory.mktemp("sst2"))
-
-
-def test_dense_fine_tune_learns_the_task(tiny_base, sst2_files, tmp_path):
-    train, dev = sst2_files
+def test_dense_fine_tune_learns_the_task(tiny_base, sst2, tmp_path):
+    train, dev = sst2
     metrics = run_glue.main(
         [
             "--model_name_or_path",
@@ -71,11 +45,11 @@ def test_dense_fine_tune_learns_the_task(tiny_base, sst2_files, tmp_path):
     assert json.loads((tmp_path / "all_results.json").read_text())["eval_accuracy"] == metrics["eval_accuracy"]
 
 
-def test_transfer_trains_theta0_under_the_ticket(tiny_base, sst2_files, tmp_path):
+def test_transfer_trains_theta0_under_the_ticket(tiny_base, sst2, tmp_path):
     ticket = hf_tickets.prune(BertForMaskedLM.from_pretrained(tiny_base), 0.6)
     ticket.config.provenance = {"task": "mlm"}
     ticket.save_pretrained(tmp_path / "ticket")
-    train, dev = sst2_files
+    train, dev = sst2
     record = run_glue.main(
         [
             "--model_name_or_path",
@@ -101,10 +75,10 @@ def test_transfer_trains_theta0_under_the_ticket(tiny_base, sst2_files, tmp_path
     assert saved["task"] == "sst2" and saved["ticket_provenance"] == {"task": "mlm"}
 
 
-def test_a_ticket_for_another_base_is_refused(tiny_base, sst2_files, tmp_path):
+def test_a_ticket_for_another_base_is_refused(tiny_base, sst2, tmp_path):
     other = tiny_checkpoint(tmp_path / "other", seed=1)
     hf_tickets.prune(BertForMaskedLM.from_pretrained(other), 0.5).save_pretrained(tmp_path / "ticket")
-    train, dev = sst2_files
+    train, dev = sst2
     with pytest.raises(hf_tickets.TicketError, match="fingerprint"):
         run_glue.main(
             [
@@ -180,7 +154,7 @@ def test_run_qa_too_small_a_window_is_a_clear_error(tiny_base, tmp_path):
         )
 
 
-def test_mlm_ticket_transfers_to_glue_and_squad(tiny_base, sst2_files, tmp_path):
+def test_mlm_ticket_transfers_to_glue_and_squad(tiny_base, sst2, tmp_path):
     text = shared_data_dir() / "wikitext-2" / "wiki.valid.raw"
     results = run_mlm.main(
         [
@@ -209,7 +183,7 @@ def test_mlm_ticket_transfers_to_glue_and_squad(tiny_base, sst2_files, tmp_path)
     # Evaluation masks are seeded: the dense round's score is reproducible.
     assert results["config"]["matching_metric"] == "eval_accuracy"
     mlm_ticket = str(tmp_path / "mlm")
-    train, dev = sst2_files
+    train, dev = sst2
     glue = run_glue.main(
         [
             "--model_name_or_path",
@@ -259,8 +233,8 @@ def test_mlm_ticket_transfers_to_glue_and_squad(tiny_base, sst2_files, tmp_path)
     assert "eval_f1" in qa["metrics"]
 
 
-def test_json_config_files_work_like_the_stock_scripts(tiny_base, sst2_files, tmp_path):
-    train, dev = sst2_files
+def test_json_config_files_work_like_the_stock_scripts(tiny_base, sst2, tmp_path):
+    train, dev = sst2
     config = {
         "model_name_or_path": tiny_base,
         "task_name": "sst2",
@@ -299,8 +273,8 @@ def test_bad_data_file_is_a_clear_error(tiny_base, tmp_path):
         )
 
 
-def test_imp_search_writes_rounds_results_and_the_found_ticket(tiny_base, sst2_files, tmp_path):
-    train, dev = sst2_files
+def test_imp_search_writes_rounds_results_and_the_found_ticket(tiny_base, sst2, tmp_path):
+    train, dev = sst2
     args = [
         "--model_name_or_path",
         tiny_base,
@@ -343,8 +317,8 @@ def test_imp_search_writes_rounds_results_and_the_found_ticket(tiny_base, sst2_f
     assert again["rounds"] == results["rounds"]
 
 
-def test_random_pruning_baseline_through_the_recipe(tiny_base, sst2_files, tmp_path):
-    train, dev = sst2_files
+def test_random_pruning_baseline_through_the_recipe(tiny_base, sst2, tmp_path):
+    train, dev = sst2
     results = run_glue.main(
         [
             "--model_name_or_path",
@@ -399,7 +373,7 @@ def test_only_hub_data_is_named_as_a_hub_dataset():
     )
 
 
-def test_a_baseline_with_a_cut_dense_round_runs_and_resumes(tiny_base, sst2_files, tmp_path):
+def test_a_baseline_with_a_cut_dense_round_runs_and_resumes(tiny_base, sst2, tmp_path):
     # What the demo and the reproduction do for random pruning: round 0 (the dense fine-tune IMP already
     # ran) is cut to one step, so it legitimately trains with other arguments than the pruned rounds.
     from transformers import TrainingArguments
@@ -409,7 +383,7 @@ def test_a_baseline_with_a_cut_dense_round_runs_and_resumes(tiny_base, sst2_file
     from hf_tickets.tasks.prepared import prepare_glue
     from hf_tickets.training.imp_config import IMPConfig
 
-    train, dev = sst2_files
+    train, dev = sst2
     model_args = ModelArguments(model_name_or_path=tiny_base)
     data_args = GlueDataArguments(task_name="sst2", train_file=str(train), validation_file=str(dev), max_seq_length=32)
     task = prepare_glue(data_args, load_tokenizer(model_args))

@@ -45,3 +45,21 @@ def write_sst2(directory, n_train: int = 40, n_dev: int = 20):
         lines = ["sentence\tlabel"] + [f"{text} \t{label}" for text, label in itertools.islice(rows, n)]
         (directory / name).write_text("\n".join(lines) + "\n")
     return directory / "train.tsv", directory / "dev.tsv"
+
+
+#: Recipe flags for a fast, quiet CPU run of the tiny model (no --do_train / --do_eval / save strategy).
+RECIPE_FLAGS = [
+    "--use_cpu",
+    "--report_to",
+    "none",
+    "--per_device_train_batch_size",
+    "8",
+    "--max_seq_length",
+    "32",
+    "--learning_rate",
+    "5e-3",
+    "--seed",
+    "0",
+]
+#: Train and evaluate once, no checkpoints.
+TRAIN_EVAL_FLAGS = ["--do_train", "--do_eval", "--save_strategy", "no", *RECIPE_FLAGS]
