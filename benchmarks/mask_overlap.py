@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from claims_report import CALIBRATED
-from mlm_ticket_artefact import ARTEFACT_DIR
-from reproduce_report import MLM
-from table3_controls import ticket_at
+from mlm_ticket_artefact import mlm_ticket_dir
+from reproduce_report import saved_ticket_dir
 
 from hf_tickets.commands.compare import overlap_table
-from hf_tickets.core.ticket import MASKS_FILE, Ticket
+from hf_tickets.core.ticket import Ticket
 
 SPARSITY = 0.7
 #: (label, run folder under runs/): IMP tickets from θ0 and one random-pruning ticket, all at SPARSITY.
@@ -40,14 +38,11 @@ def gather(results_dir: Path, theta0_model=None, sparsity: float = SPARSITY) -> 
     """The tickets that exist here, by label; θ0's magnitude ticket when ``theta0_model`` is given."""
     runs = results_dir / "runs"
     tickets: dict[str, Ticket] = {}
-    mlm = ticket_at(runs / MLM / CALIBRATED, sparsity)
-    if mlm is None and (results_dir / ARTEFACT_DIR / MASKS_FILE).is_file():
-        mlm = Ticket.from_pretrained(results_dir / ARTEFACT_DIR)
-    if mlm is not None:
-        tickets["MLM (calibrated head)"] = mlm
+    if (mlm := mlm_ticket_dir(results_dir, sparsity)) is not None:
+        tickets["MLM (calibrated head)"] = Ticket.from_pretrained(mlm)
     for label, folder in RUNS:
-        if (ticket := ticket_at(runs / folder, sparsity)) is not None:
-            tickets[label] = ticket
+        if (found := saved_ticket_dir(runs / folder, sparsity)) is not None:
+            tickets[label] = Ticket.from_pretrained(found)
     if theta0_model is not None:
         from hf_tickets import prune
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from claims_report import CALIBRATED, ClaimSettings, table3
-from reproduce_report import MLM, read_json, row_at, search_rows, summarise
+from reproduce_report import MLM, read_json, row_at, saved_ticket_dir, search_rows, summarise
 
 from hf_tickets.core.atomic_files import atomic_write_json
 from hf_tickets.core.ticket import MASKS_FILE, Ticket
@@ -75,6 +75,18 @@ def build_ticket_dir(
     return out_dir
 
 
+def mlm_ticket_dir(results_dir: Path, sparsity: float) -> Path | None:
+    """The calibrated MLM search's ticket at ``sparsity``; None until the search reached it. A clone holds the
+    run's ticket configs but not their masks (gitignored): the artefact's copy stands in."""
+    run_dir = results_dir / "runs" / MLM / CALIBRATED
+    if row_at(search_rows(run_dir), sparsity) is None:
+        return None
+    if (found := saved_ticket_dir(run_dir, sparsity)) is not None:
+        return found
+    artefact = results_dir / ARTEFACT_DIR
+    return artefact if (artefact / MASKS_FILE).is_file() else None
+
+
 def write_mlm_ticket_artefact(
     results_dir: Path, settings, claims: ClaimSettings, base_model: str = BASE_MODEL
 ) -> Path | None:
@@ -82,15 +94,9 @@ def write_mlm_ticket_artefact(
     runs_dir = results_dir / "runs"
     run_dir = runs_dir / MLM / CALIBRATED
     rows = search_rows(run_dir)
-    row = row_at(rows, claims.table3_sparsity)
-    if row is None or not (run_dir / row["ticket"]).is_dir():
+    source = mlm_ticket_dir(results_dir, claims.table3_sparsity)
+    if source is None:
         return None
-    source = run_dir / row["ticket"]
-    if not (source / MASKS_FILE).is_file():
-        # A clone holds the run's ticket configs but not their masks (gitignored): the artefact keeps its own copy.
-        source = results_dir / ARTEFACT_DIR
-        if not (source / MASKS_FILE).is_file():
-            return None
     entries = table3(runs_dir, settings, claims, summarise(runs_dir, settings))
     return build_ticket_dir(
         Ticket.from_pretrained(source),

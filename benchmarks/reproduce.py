@@ -455,26 +455,24 @@ class Reproduction:
 
 
 @contextlib.contextmanager
-def results_lock(results_dir: Path, name: str):
-    """An exclusive lock between reproduction processes on one results_dir (``--only`` runs them side by side)."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    with open(results_dir / f"{name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+def results_lock(results_dir: Path, name: str, wait: bool = True):
+    """An exclusive lock between reproduction processes on one results_dir (``--only`` runs them side by side).
 
-
-@contextlib.contextmanager
-def step_lock(results_dir: Path, label: str):
-    """Yields whether this process holds ``label``'s step; never waits (the other process is running it)."""
-    folder = results_dir / "step_locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / (re.sub(r"[^A-Za-z0-9_.@-]+", "_", label) + ".lock"), "a") as lock:
+    Yields whether this process holds it: always, once it is free, when ``wait``; else at once, False if taken."""
+    path = results_dir / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         yield True
+
+
+def step_lock(results_dir: Path, label: str):
+    """Yields whether this process holds ``label``'s step; never waits (the other process is running it)."""
+    return results_lock(results_dir, "step_locks/" + re.sub(r"[^A-Za-z0-9_.@-]+", "_", label), wait=False)
 
 
 def write_eval_labels(path: Path, eval_dataset) -> None:

@@ -241,19 +241,9 @@ class ClaimRuns:
 
     def mlm_ticket_dir(self) -> Path | None:
         """The run's ticket at the Table 3 sparsity; in a clone (masks are not committed) the artefact's copy."""
-        from mlm_ticket_artefact import ARTEFACT_DIR
-        from reproduce_report import row_at, search_rows
+        from mlm_ticket_artefact import mlm_ticket_dir
 
-        from hf_tickets.core.ticket import MASKS_FILE
-
-        run_dir = self.runs_dir / MLM / CALIBRATED
-        row = row_at(search_rows(run_dir), self.claims.table3_sparsity)
-        if row is None:
-            return None
-        if (run_dir / row["ticket"] / MASKS_FILE).is_file():
-            return run_dir / row["ticket"]
-        artefact = self.runs_dir.parent / ARTEFACT_DIR
-        return artefact if (artefact / MASKS_FILE).is_file() else None
+        return mlm_ticket_dir(self.runs_dir.parent, self.claims.table3_sparsity)
 
     def claim_search(self, task: str, kind: str) -> None:
         """θ_i rewinding, IMP again (θ0; the masks re-init needs), or random re-init; first part's settings."""
@@ -352,7 +342,7 @@ class ClaimRuns:
         )
 
     def control_ticket(self, source: str, target: str, seed: int):
-        from table3_controls import ticket_at
+        from reproduce_report import saved_ticket_dir
 
         from hf_tickets.core.ticket import Ticket
 
@@ -361,7 +351,8 @@ class ClaimRuns:
             found = self.mlm_ticket_dir()
             return Ticket.from_pretrained(found) if found else None
         if source == "own_imp":
-            return ticket_at(self.runs_dir / target / "imp_masks", sparsity)
+            found = saved_ticket_dir(self.runs_dir / target / "imp_masks", sparsity)
+            return Ticket.from_pretrained(found) if found else None
         from hf_tickets import prune
         from hf_tickets.experiments.experiment import load_theta0
 

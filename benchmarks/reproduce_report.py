@@ -177,6 +177,17 @@ def row_at(rows: list[dict], sparsity: float | None) -> dict | None:
     return next((r for r in rows if abs(r["sparsity"] - sparsity) < 1e-6), None)
 
 
+def saved_ticket_dir(run_dir: Path, sparsity: float) -> Path | None:
+    """The ticket folder a search saved at ``sparsity``; None when the round or its masks (never committed) are
+    not here."""
+    from hf_tickets.core.ticket import MASKS_FILE
+
+    row = row_at(search_rows(run_dir), sparsity)
+    if row is None or not (run_dir / row["ticket"] / MASKS_FILE).is_file():
+        return None
+    return run_dir / row["ticket"]
+
+
 @dataclass
 class TaskSummary:
     task: str

@@ -23,8 +23,6 @@ from reproduce_report import (
     mean_std,
     pct,
     read_json,
-    row_at,
-    search_rows,
     transfer_dir_name,
 )
 
@@ -39,16 +37,6 @@ def control_dir(runs_dir: Path, source: str, target: str, sparsity: float, seed:
     if source == "mlm_calibrated" and seed == imp_seed:
         return runs_dir / "transfer" / transfer_dir_name(source, sparsity, target)  # Table 3's own run
     return runs_dir / "controls" / f"{transfer_dir_name(source, sparsity, target)}__seed{seed}"
-
-
-def ticket_at(run_dir: Path, sparsity: float):
-    """The ticket a search saved at ``sparsity``; None when the run or its masks (never committed) are not here."""
-    from hf_tickets.core.ticket import MASKS_FILE, Ticket
-
-    row = row_at(search_rows(run_dir), sparsity)
-    if row is None or not (run_dir / row["ticket"] / MASKS_FILE).is_file():
-        return None
-    return Ticket.from_pretrained(run_dir / row["ticket"])
 
 
 def control_runs(settings, targets: list[str]):
