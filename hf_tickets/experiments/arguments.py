@@ -204,7 +204,10 @@ class TicketArguments:
 
     ticket: str | None = field(
         default=None,
-        metadata={"help": "Transfer: apply this ticket (directory or Hub repo) to θ0 and fine-tune; no pruning."},
+        metadata={
+            "help": "Transfer: apply this ticket (directory or Hub repo) to θ0 and fine-tune; no pruning, so search "
+            "flags beside it (--sparsity_schedule, --ticket_granularity, ...) are refused."
+        },
     )
     ticket_revision: str | None = field(
         default=None, metadata={"help": "Hub revision (branch, tag or commit) of --ticket."}
